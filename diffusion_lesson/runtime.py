@@ -1,0 +1,61 @@
+"""Where the course runs: device choice, seeding, reproducible noise and quick mode (all notebooks)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+from torch import Tensor
+
+DEVICE_ENV_VAR = "DIFFUSION_LESSON_DEVICE"
+QUICK_ENV_VAR = "DIFFUSION_LESSON_QUICK"
+
+
+def get_device(override: str | torch.device | None = None) -> torch.device:
+    """cuda if available, then mps, then cpu; ``override`` or $DIFFUSION_LESSON_DEVICE picks one."""
+    choice = override if override is not None else os.environ.get(DEVICE_ENV_VAR) or None
+    if choice is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(choice)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {choice!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {choice!r} was asked for but CUDA is not available; use 'cpu' or unset it")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {choice!r} was asked for but MPS is not available; use 'cpu' or unset it")
+    return device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; returns a CPU generator seeded the same, for explicit use."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator on ``device`` (random ops need one on the device they run on)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal noise shaped like x, drawn from ``generator`` so runs reproduce."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def quick_mode() -> bool:
+    """True when $DIFFUSION_LESSON_QUICK is 1/true/yes: notebooks run small (CI), same code path."""
+    value = os.environ.get(QUICK_ENV_VAR, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"{QUICK_ENV_VAR}={value!r} is not understood; set it to 1 (quick) or 0 (full)")

@@ -1,0 +1,83 @@
+"""The timestep scrubber: the pure render function and the thin widget shell."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffusion_lesson.forward import q_sample
+from diffusion_lesson.schedules import make_schedule
+from diffusion_lesson.widgets import TimestepScrubber, caption_for, render_frame
+
+SCHEDULE = make_schedule("linear")
+
+
+def _decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def _states(n_images: int = 3) -> torch.Tensor:
+    """x_t of a few fixed 'digits' (a bright square) at every t, with one fixed noise: (T, K, 1, 8, 8)."""
+    x0 = -torch.ones(n_images, 1, 8, 8)
+    x0[:, :, 2:6, 2:6] = 1
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    t = torch.arange(SCHEDULE.T)
+    return q_sample(
+        x0.expand(SCHEDULE.T, -1, -1, -1, -1).flatten(0, 1),
+        t.repeat_interleave(n_images),
+        SCHEDULE,
+        noise=noise.repeat(SCHEDULE.T, 1, 1, 1),
+    ).unflatten(0, (SCHEDULE.T, n_images))
+
+
+def test_render_frame_differs_across_t_and_labels_t_and_alpha_bar():
+    states = _states()
+    early, late = render_frame(states[10], 10, SCHEDULE), render_frame(states[900], 900, SCHEDULE)
+    assert not np.array_equal(_decode(early.png), _decode(late.png))
+    for frame, t in ((early, 10), (late, 900)):
+        assert frame.caption.startswith(f"t = {t} ")
+        assert f"alpha_bar_t = {SCHEDULE.alpha_bar[t].item():.4g}" in frame.caption
+        assert f"SNR = {SCHEDULE.snr[t].item():.4g}" in frame.caption
+
+
+def test_render_frame_image_size_and_content():
+    states = _states(2)
+    image = _decode(render_frame(states[0], 0, SCHEDULE, scale=3).png)
+    assert image.shape == (3 * (8 + 2 + 2), 3 * (2 * (8 + 2) + 2))  # 2 images, 2-pixel padding, 3x upscale
+    # at t = 0 the square is still bright and the background dark
+    assert image[3 * 6, 3 * 6] > 200 and image[3 * 3, 3 * 3] < 60
+
+
+def test_render_frame_rejects_t_outside_schedule():
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1000\)"):
+        render_frame(torch.zeros(1, 1, 8, 8), 1000, SCHEDULE)
+
+
+def test_caption_reads_like_the_notation():
+    assert caption_for(0, SCHEDULE) == f"t = 0   alpha_bar_t = {1 - 1e-4:.4g}   SNR = {SCHEDULE.snr[0].item():.4g}"
+
+
+def test_slider_moves_update_image_and_caption():
+    scrubber = TimestepScrubber(_states(), SCHEDULE)
+    first_png, first_caption = scrubber.image.value, scrubber.caption.value
+    assert "t = 0 " in first_caption
+    scrubber.slider.value = 750  # observers fire synchronously in plain Python
+    assert "t = 750 " in scrubber.caption.value and scrubber.image.value != first_png
+    assert scrubber.slider.max == SCHEDULE.T - 1 and scrubber.play.max == SCHEDULE.T - 1
+
+
+def test_scrubber_over_visited_steps_shows_their_t():
+    states = _states()[[999, 500, 0]]
+    scrubber = TimestepScrubber(states, SCHEDULE, timesteps=[999, 500, 0])
+    assert "t = 999 " in scrubber.caption.value
+    scrubber.slider.value = 2
+    assert "t = 0 " in scrubber.caption.value
+
+
+def test_scrubber_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"\(S, K, C, H, W\)"):
+        TimestepScrubber(torch.zeros(5, 1, 8, 8), SCHEDULE)
+    with pytest.raises(ValueError, match="2 timesteps for 3 states"):
+        TimestepScrubber(torch.zeros(3, 1, 1, 8, 8), SCHEDULE, timesteps=[2, 1])
