@@ -65,7 +65,8 @@ def load_mnist(
     try:
         ds = source(root=str(root), train=split == "train", download=bool(missing))
     except (RuntimeError, OSError) as err:
-        reason = f"the download failed ({type(err).__name__}: {str(err).splitlines()[0]})"
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        reason = f"the download failed, are you offline? (torchvision: {lines[-1]})"
         raise DataNotFoundError(_not_found_message(dataset, raw, missing, reason)) from err
     images = to_unit_range(ds.data.unsqueeze(1))  # (N, 1, 28, 28)
     return LabeledImages(images.to(device), ds.targets.to(device=device, dtype=torch.long))

@@ -53,6 +53,7 @@ def plot_schedules(schedules: Sequence[Schedule]) -> Figure:
     axes[0].set_title(r"$\beta_t$: noise added at step t")
     axes[1].set_title(r"$\bar\alpha_t$: signal kept, $\sqrt{\bar\alpha_t}\,x_0$")
     axes[2].set_title(r"SNR $=\bar\alpha_t / (1-\bar\alpha_t)$")
+    axes[0].set_yscale("log")  # linear's 1e-4..0.02 and cosine's final 0.999 on one axis
     axes[2].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("t (0-based)")
