@@ -89,7 +89,10 @@ def save_checkpoint(
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in path's folder, fsync, then os.replace over ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

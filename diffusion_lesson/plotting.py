@@ -91,3 +91,37 @@ def plot_pixel_histograms(values_at_t: Mapping[int, Tensor], bins: int = 80) -> 
     np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_losses(losses: Sequence[float], window: int = 50, ax=None):
+    """Training loss per step (faint) and its running mean over ``window`` steps, log scale."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    values = np.asarray(losses, dtype=np.float64)
+    steps = np.arange(1, len(values) + 1)
+    ax.plot(steps, values, color="tab:blue", alpha=0.25, lw=0.8, label="loss per step")
+    if len(values) >= window:
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, color="tab:blue", lw=2, label=f"mean of {window} steps")
+    ax.set(xlabel="step", ylabel="MSE on eps", yscale="log", title="simple loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+class LiveLossPlot:
+    """Training callback that redraws the loss curve in place: ``train(..., callback=LiveLossPlot())``."""
+
+    def __init__(self, window: int = 50) -> None:
+        from IPython.display import display  # here: only notebooks need IPython
+
+        self.window = window
+        self.fig, self.ax = plt.subplots(figsize=(6, 3))
+        plt.close(self.fig)  # drawn through the display handle only
+        self.handle = display(self.fig, display_id=True)
+
+    def __call__(self, state) -> None:
+        self.ax.clear()
+        plot_losses(state.losses, self.window, self.ax)
+        self.ax.set_title(f"simple loss, step {state.step} of {state.config.steps}")
+        self.handle.update(self.fig)

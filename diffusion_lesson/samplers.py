@@ -15,12 +15,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffusion_lesson.forward import predict_x0_from_eps
+from diffusion_lesson.forward import predict_x0_from_eps, q_sample
 from diffusion_lesson.runtime import randn_like
 from diffusion_lesson.schedules import Schedule
 
 EpsModel = Callable[[Tensor, Tensor, Tensor | None], Tensor]
-VARIANCES = ("beta", "posterior")
+VARIANCES = ("beta", "posterior", "none")
 SPACINGS = ("trailing", "leading")
 
 
@@ -39,6 +39,14 @@ class Trajectory(NamedTuple):
     timesteps: Tensor
 
 
+class Prediction(NamedTuple):
+    """What the model makes of x_t at step t: x_t itself, eps_pred and the implied x0_pred, each (B, ...)."""
+
+    xt: Tensor
+    eps_pred: Tensor
+    x0_pred: Tensor
+
+
 class Samples(NamedTuple):
     """Final samples x0 (B, ...) and the trajectory (None unless return_trajectory=True)."""
 
@@ -46,13 +54,25 @@ class Samples(NamedTuple):
     trajectory: Trajectory | None
 
 
+@torch.no_grad()
+def denoise_at(
+    model: EpsModel, x0: Tensor, t: int, schedule: Schedule, noise: Tensor, labels: Tensor | None = None
+) -> Prediction:
+    """Noise x0 to step t with the given noise (eq. 4), then ask the model: x_t, eps_pred, x0_pred (eq. 15)."""
+    t_batch = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
+    xt = q_sample(x0, t_batch, schedule, noise=noise)
+    eps_pred = model(xt, t_batch, labels)
+    return Prediction(xt, eps_pred, predict_x0_from_eps(xt, t_batch, eps_pred, schedule))
+
+
 def ddpm_step(
     xt: Tensor, t: int, eps_pred: Tensor, schedule: Schedule, variance: str = "beta", noise: Tensor | None = None
 ) -> Step:
     """x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_pred) / sqrt(alpha_t) + sigma_t z, DDPM Algorithm 2.
 
-    variance: "beta" (sigma_t^2 = beta_t) or "posterior" (sigma_t^2 = posterior variance, eq. 7);
-    no noise is added at t = 0. noise: the z to use, shaped like xt (drawn by the loop).
+    variance: "beta" (sigma_t^2 = beta_t), "posterior" (sigma_t^2 = posterior variance, eq. 7) or
+    "none", the *wrong* sampler of notebook 04 that drops the noise term; no noise is added at t = 0.
+    noise: the z to use, shaped like xt (drawn by the loop).
     """
     if variance not in VARIANCES:
         raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
@@ -61,7 +81,7 @@ def ddpm_step(
     # 1. the mean, eq. 11
     mean = (xt - beta / (1 - alpha_bar).sqrt() * eps_pred) / alpha.sqrt()
     x0_pred = predict_x0_from_eps(xt, t, eps_pred, schedule)
-    if t == 0:
+    if t == 0 or variance == "none":
         return Step(mean, x0_pred)
     # 2. add noise with the chosen variance
     sigma_sq = beta if variance == "beta" else (1 - schedule.alpha_bar_prev[t]) / (1 - alpha_bar) * beta
@@ -126,7 +146,7 @@ def sample_ddpm(
     timesteps = torch.arange(schedule.T - 1, -1, -1)
 
     def step(xt: Tensor, i: int, eps_pred: Tensor) -> Step:
-        noise = randn_like(xt, generator) if timesteps[i] > 0 else None
+        noise = randn_like(xt, generator) if timesteps[i] > 0 and variance != "none" else None
         return ddpm_step(xt, int(timesteps[i]), eps_pred, schedule, variance, noise)
 
     return run_sampler(model, shape, timesteps, step, generator, **loop_options)

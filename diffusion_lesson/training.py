@@ -43,7 +43,7 @@ class TrainConfig:
     benchmarks/train_throughput.py (on this course's 2-core CPU both made training slower).
     """
 
-    steps: int = 4000
+    steps: int = 2400
     batch_size: int = 128
     lr: float = 2e-3
     warmup_steps: int = 200

@@ -5,7 +5,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from diffusion_lesson.forward import predict_eps_from_x0, q_sample
-from diffusion_lesson.samplers import ddim_step, ddim_timesteps, ddpm_step, sample_ddim, sample_ddpm
+from diffusion_lesson.samplers import ddim_step, ddim_timesteps, ddpm_step, denoise_at, sample_ddim, sample_ddpm
 from diffusion_lesson.schedules import make_schedule
 
 SCHEDULES = {"linear": make_schedule("linear"), "cosine": make_schedule("cosine")}
@@ -170,3 +170,22 @@ def test_batched_requests_and_labels_reach_the_model():
     assert seen == [[0, 1, 2, 3]] * 2 + [[4, 5, 6, 7]] * 2 + [[8, 9]] * 2
     with pytest.raises(ValueError, match="labels must have shape"):
         sample_ddim(model, (10, 1, 4, 4), schedule, steps=2, labels=torch.arange(3))
+
+
+def test_denoise_at_with_a_perfect_model_recovers_x0():
+    schedule = SCHEDULES["cosine"]
+    x0, noise = torch.rand(SHAPE) * 2 - 1, torch.randn(SHAPE)
+    model, _ = _oracle_model(x0, schedule)
+    xt, eps_pred, x0_pred = denoise_at(model, x0, 300, schedule, noise)
+    torch.testing.assert_close(xt, q_sample(x0, 300, schedule, noise=noise))
+    torch.testing.assert_close(eps_pred, noise, rtol=0, atol=1e-5)
+    torch.testing.assert_close(x0_pred, x0, rtol=0, atol=1e-5)
+
+
+def test_the_wrong_sampler_is_the_mean_without_noise():
+    schedule = SCHEDULES["linear"]
+    xt, eps_pred = _random_pair(9)
+    noise = torch.randn(SHAPE)
+    wrong = ddpm_step(xt, 500, eps_pred, schedule, "none")
+    right = ddpm_step(xt, 500, eps_pred, schedule, "beta", noise=noise)
+    torch.testing.assert_close(right.x_prev - wrong.x_prev, schedule.beta[500].sqrt() * noise)

@@ -1,0 +1,68 @@
+"""Sampling throughput (images/second) for DDPM-1000, DDIM-50 and DDIM-20 on the current device.
+
+Uses the shipped model (or --checkpoint). Each row is the best of --repeats timings of generating
+--n images in batches of --batch-size: on a shared machine the best is the least disturbed. Examples:
+
+    python benchmarks/sample_throughput.py                     # 64 images, CPU-sized
+    python benchmarks/sample_throughput.py --n 10000 --batch-size 10000 --samplers ddim-50   # a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from diffusion_lesson.checkpoints import load_unet
+from diffusion_lesson.pretrained import pretrained_path
+from diffusion_lesson.runtime import get_device, make_generator
+from diffusion_lesson.samplers import sample_ddim, sample_ddpm
+from diffusion_lesson.schedules import make_schedule
+
+
+def run(name: str, model, schedule, n: int, batch_size: int, device: torch.device) -> None:
+    shape = (n, model.config.in_channels, model.config.image_size, model.config.image_size)
+    options = {"generator": make_generator(0, device), "device": device, "batch_size": batch_size}
+    if name == "ddpm-1000":
+        sample_ddpm(model, shape, schedule, **options)
+    else:
+        sample_ddim(model, shape, schedule, steps=int(name.split("-")[1]), **options)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=64, help="images per timing (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="default: %(default)s")
+    parser.add_argument("--samplers", nargs="+", default=["ddpm-1000", "ddim-50", "ddim-20"])
+    parser.add_argument("--repeats", type=int, default=2, help="default: %(default)s")
+    parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+
+    device = get_device(args.device)
+    model = load_unet(args.checkpoint or pretrained_path("mnist-unet"), device)
+    schedule = make_schedule("linear").to(device)
+    run("ddim-2", model, schedule, min(args.n, args.batch_size), args.batch_size, device)  # warm-up
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(
+        f"device: {device} ({name}), torch threads: {torch.get_num_threads()}, {args.n} images, batch {args.batch_size}"
+    )
+    print(f"{'sampler':>10} {'seconds':>9} {'images/s':>10} {'ms/image':>9}")
+    for sampler in args.samplers:
+        times = []
+        for _ in range(args.repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            run(sampler, model, schedule, args.n, args.batch_size, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        best = min(times)
+        print(f"{sampler:>10} {best:>9.2f} {args.n / best:>10.1f} {1000 * best / args.n:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
