@@ -39,8 +39,9 @@ class TrainConfig:
     lr rises linearly from 0 over warmup_steps, stays flat, and (decay_lr) falls along a half
     cosine to 0 at the last step. ema_decay is the EMA's final decay; it warms up as
     min(ema_decay, (1 + n) / (10 + n)) after n updates. grad_clip <= 0 turns clipping off.
-    bf16_autocast and channels_last are speed options for CUDA: measure them with
-    benchmarks/train_throughput.py (on this course's 2-core CPU both made training slower).
+    bf16_autocast and channels_last are speed options, off by default: measure them with
+    benchmarks/train_throughput.py. (On the 2-core development CPU one run measured them faster,
+    bf16 1.7x, but their effect on sample quality there is untested.)
     """
 
     steps: int = 2400
