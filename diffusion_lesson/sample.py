@@ -19,13 +19,7 @@ from diffusion_lesson.pretrained import pretrained_path
 from diffusion_lesson.runtime import get_device, make_generator
 from diffusion_lesson.samplers import VARIANCES, sample_ddim, sample_ddpm
 from diffusion_lesson.schedules import make_schedule
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from diffusion_lesson.train import positive_int
 
 
 def non_negative_float(text: str) -> float:
