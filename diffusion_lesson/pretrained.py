@@ -104,11 +104,21 @@ def export_pretrained(run_path: Path, name: str) -> dict:
         step=ckpt.step,
         losses=ckpt.losses,
     )
-    record = {"file": dest.name, "sha256": sha256_of(dest), "bytes": dest.stat().st_size, **made}
+    return record_in_manifest(name, dest, made)
+
+
+def record_in_manifest(name: str, shipped: Path, made: dict) -> dict:
+    """Record a file in pretrained/ under ``name``: its sha256 and size plus ``made`` (command, time...).
+
+    Keys already recorded for ``name`` and not in ``made`` (such as measured FIDs) are kept.
+    Returns the record.
+    """
+    shipped = Path(shipped)
+    record = {"file": shipped.name, "sha256": sha256_of(shipped), "bytes": shipped.stat().st_size, **made}
     records = manifest() if MANIFEST_PATH.is_file() else {}
     records[name] = {**records.get(name, {}), **record}
     MANIFEST_PATH.write_text(json.dumps(records, indent=2) + "\n")
-    return record
+    return records[name]
 
 
 if __name__ == "__main__":
