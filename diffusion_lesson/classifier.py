@@ -8,11 +8,14 @@ the 128 activations before its last layer are the features:
     x (B, 1, 28, 28) in [-1, 1]
       [conv 3x3 -> BatchNorm -> ReLU] x 2, 32 channels, maxpool  -> (B, 32, 14, 14)
       [conv 3x3 -> BatchNorm -> ReLU] x 2, 64 channels, maxpool  -> (B, 64, 7, 7)
-      flatten -> linear -> ReLU                                  -> features (B, 128)
-      dropout -> linear                                          -> logits (B, 10)
+      flatten -> linear                                          -> features (B, 128) x feature_scale
+      ReLU -> dropout -> linear                                  -> logits (B, 10)
 
+The features are taken before the ReLU, so no unit is ever constant at 0 and the covariance keeps
+full rank. ``feature_scale`` is fixed after training so that the mean of |f|^2 / 128 over the
+training digits is 1: KID's kernel (x . y / d + 1)^3 assumes features of that size.
 BatchNorm and dropout behave differently in train mode, so features are always taken in eval mode
-(``features`` switches the network to eval itself and says so in its docstring).
+(``features`` switches the network to eval itself).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusion_lesson.checkpoints import atomic_save
+from diffusion_lesson.checkpoints import atomic_save, load_weights
 from diffusion_lesson.data import LabeledImages, load_mnist, random_batch
 from diffusion_lesson.runtime import get_device, make_generator
 
@@ -49,13 +52,18 @@ class MnistClassifier(nn.Module):
         self.body = nn.Sequential(
             *block(1, width), *block(width, width), nn.MaxPool2d(2),  # (B, w, 14, 14)
             *block(width, 2 * width), *block(2 * width, 2 * width), nn.MaxPool2d(2),  # (B, 2w, 7, 7)
-            nn.Flatten(), nn.Linear(2 * width * 7 * 7, feature_dim), nn.ReLU(),  # (B, feature_dim)
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, feature_dim),  # (B, feature_dim)
         )  # fmt: skip
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, 10))
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(feature_dim, 10))
+        self.register_buffer("feature_scale", torch.ones(()))  # set by calibrate_feature_scale
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (B, 10) for digits x (B, 1, 28, 28) in [-1, 1]."""
         return self.head(self.body(check_digits(x)))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Scaled penultimate activations (B, 128) in whatever mode the network is in; FID uses ``features``."""
+        return self.body(check_digits(x)) * self.feature_scale
 
     @torch.no_grad()
     def features(self, x: Tensor, batch_size: int = 1000) -> Tensor:
@@ -67,7 +75,7 @@ class MnistClassifier(nn.Module):
         self.eval()
         check_digits(x)
         device = next(self.parameters()).device
-        parts = [self.body(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)]
+        parts = [self.embed(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)]
         return torch.cat(parts) if parts else torch.empty(0, self.config["feature_dim"])
 
 
@@ -108,7 +116,16 @@ def train_classifier(
         loss.backward()
         optimizer.step()
         scheduler.step()
-    return model.eval()
+    return calibrate_feature_scale(model.eval(), data.images)
+
+
+@torch.no_grad()
+def calibrate_feature_scale(model: MnistClassifier, images: Tensor) -> MnistClassifier:
+    """Set feature_scale so that the mean of |features|^2 / feature_dim over ``images`` is 1; returns the model."""
+    model.feature_scale.fill_(1.0)
+    features = model.features(images).double()
+    model.feature_scale.fill_(float(features.pow(2).mean().rsqrt()))
+    return model
 
 
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
@@ -155,7 +172,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Mni
     if not isinstance(raw, dict) or raw.get("kind") != "mnist-classifier" or raw.get("format") != CLASSIFIER_FORMAT:
         raise ValueError(f"{path} is not a diffusion-lesson MNIST classifier of format {CLASSIFIER_FORMAT}")
     model = MnistClassifier(**raw["config"])
-    model.load_state_dict(raw["weights"])
+    load_weights(model, raw["weights"])
     return model.to(device).eval()
 
 

@@ -6,6 +6,7 @@ import torch
 from diffusion_lesson.classifier import (
     MnistClassifier,
     accuracy,
+    calibrate_feature_scale,
     load_classifier,
     load_course_classifier,
     random_shift,
@@ -42,7 +43,7 @@ def test_train_mode_would_change_the_features():
     model = MnistClassifier().train()
     x = torch.rand(64, 1, 28, 28) * 2 - 1
     with torch.no_grad():
-        assert not torch.allclose(model.body(x)[:5], model.body(x[:5]))
+        assert not torch.allclose(model.embed(x)[:5], model.embed(x[:5]))
 
 
 def test_bad_input_is_refused_with_a_clear_error():
@@ -72,3 +73,12 @@ def test_save_and_load_round_trip(tmp_path):
     torch.save({"format": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a diffusion-lesson MNIST classifier"):
         load_classifier(tmp_path / "other.pt")
+
+
+def test_feature_scale_gives_unit_mean_square_features():
+    torch.manual_seed(0)
+    model = MnistClassifier()
+    images = torch.rand(300, 1, 28, 28) * 2 - 1
+    calibrate_feature_scale(model, images)
+    assert model.features(images).double().pow(2).mean().item() == pytest.approx(1.0, rel=1e-6)
+    assert model.feature_scale.item() != 1.0  # an untrained network's raw features are not of that size
