@@ -213,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="which N training digits with --real-train")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    parser.add_argument("--record", metavar="MODEL", help="also store the result in the manifest of this shipped model")
+    parser.add_argument("--label", help="with --record: how the images were made, e.g. 'DDIM-50, seed 0'")
     args = parser.parse_args(argv)
+    if (args.record is None) != (args.label is None):
+        parser.error("--record and --label go together: --record mnist-unet --label 'DDIM-50, seed 0'")
     from diffusion_lesson.runtime import get_device
 
     try:
@@ -228,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         result = {"file": name, **evaluate(images, get_device(args.device))}
     except ValueError as err:
         parser.error(str(err))
+    if args.record is not None:
+        from diffusion_lesson.pretrained import manifest, record_fid
+
+        classifier = manifest()["mnist-classifier"]["sha256"][:16]
+        measured = {key: value for key, value in result.items() if key != "file"}
+        record_fid(args.record, args.label, {**measured, "classifier_sha256": classifier})
     if args.json:
         print(json.dumps(result))
     else:

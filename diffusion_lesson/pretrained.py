@@ -121,6 +121,16 @@ def record_in_manifest(name: str, shipped: Path, made: dict) -> dict:
     return records[name]
 
 
+def record_fid(name: str, label: str, result: dict) -> dict:
+    """Store a measured FID (``python -m diffusion_lesson.fid --record``) in the manifest: name -> "fid" -> label."""
+    records = manifest()
+    if name not in records:
+        raise ValueError(f"no shipped model named {name!r}; shipped: {sorted(records)}")
+    records[name].setdefault("fid", {})[label] = result
+    MANIFEST_PATH.write_text(json.dumps(records, indent=2) + "\n")
+    return records[name]["fid"]
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Ship a finished training run as a pretrained model.")
     parser.add_argument("run", type=Path, help="checkpoint written by python -m diffusion_lesson.train")

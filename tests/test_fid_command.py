@@ -91,3 +91,20 @@ def test_bad_files_are_refused(tmp_path, capsys):
         with pytest.raises(SystemExit):
             fid.main([str(path)])
         assert message in capsys.readouterr().err
+
+
+def test_record_stores_the_result_in_the_manifest(cache, tmp_path, monkeypatch, capsys):
+    from diffusion_lesson import pretrained
+
+    copy = tmp_path / "manifest.json"
+    copy.write_text(pretrained.MANIFEST_PATH.read_text())
+    monkeypatch.setattr(pretrained, "MANIFEST_PATH", copy)
+    images = to_uint8(load_mnist("test").images[:300, 0]).numpy()
+    path = write_digits(tmp_path / "x.npz", images)
+    assert fid.main([str(path), "--record", "mnist-unet", "--label", "test digits"]) == 0
+    stored = json.loads(copy.read_text())["mnist-unet"]["fid"]["test digits"]
+    assert stored["n"] == 300 and stored["fid"] > 0 and "file" not in stored
+    assert stored["classifier_sha256"] == pretrained.manifest()["mnist-classifier"]["sha256"][:16]
+    with pytest.raises(SystemExit):
+        fid.main([str(path), "--record", "mnist-unet"])
+    assert "--record and --label go together" in capsys.readouterr().err
