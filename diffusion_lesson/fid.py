@@ -42,7 +42,9 @@ import torch
 from torch import Tensor
 
 from diffusion_lesson.classifier import FEATURE_DIM, MnistClassifier, load_course_classifier
-from diffusion_lesson.data import load_mnist, to_unit_range
+from diffusion_lesson.data import load_mnist, to_uint8, to_unit_range
+from diffusion_lesson.pretrained import manifest, record_fid
+from diffusion_lesson.runtime import get_device
 
 CACHE_ENV_VAR = "DIFFUSION_LESSON_CACHE"
 
@@ -132,8 +134,6 @@ def cache_dir() -> Path:
 
 def reference_features(split: str = "test", device: torch.device | str = "cpu") -> Tensor:
     """Shipped-classifier features (N, 128) of the MNIST ``split``, computed once and cached (see cache_dir)."""
-    from diffusion_lesson.pretrained import manifest
-
     digest = manifest()["mnist-classifier"]["sha256"][:16]
     path = cache_dir() / "fid" / f"mnist-{split}-features-{digest}.npy"
     if path.is_file():
@@ -218,23 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.record is None) != (args.label is None):
         parser.error("--record and --label go together: --record mnist-unet --label 'DDIM-50, seed 0'")
-    from diffusion_lesson.runtime import get_device
-
     try:
         if args.real_train is not None:
             train = load_mnist("train").images
             if not 0 < args.real_train <= train.shape[0]:
                 raise ValueError(f"--real-train must be between 1 and {train.shape[0]}, got {args.real_train}")
             pick = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(args.seed))[: args.real_train]
-            images, name = ((train[pick, 0] + 1) * 127.5).round().to(torch.uint8).numpy(), "MNIST training digits"
+            images, name = to_uint8(train[pick, 0]).numpy(), "MNIST training digits"
         else:
             images, name = load_images(args.file), str(args.file)
         result = {"file": name, **evaluate(images, get_device(args.device))}
     except ValueError as err:
         parser.error(str(err))
     if args.record is not None:
-        from diffusion_lesson.pretrained import manifest, record_fid
-
         classifier = manifest()["mnist-classifier"]["sha256"][:16]
         measured = {key: value for key, value in result.items() if key != "file"}
         record_fid(args.record, args.label, {**measured, "classifier_sha256": classifier})

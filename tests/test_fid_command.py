@@ -108,3 +108,12 @@ def test_record_stores_the_result_in_the_manifest(cache, tmp_path, monkeypatch, 
     with pytest.raises(SystemExit):
         fid.main([str(path), "--record", "mnist-unet"])
     assert "--record and --label go together" in capsys.readouterr().err
+
+
+def test_real_train_scores_training_digits(cache, capsys):
+    assert fid.main(["--real-train", "300", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["file"] == "MNIST training digits" and result["n"] == 300 and result["fid"] > 0
+    with pytest.raises(SystemExit):
+        fid.main(["--real-train", "0"])
+    assert "--real-train must be between 1 and 60000, got 0" in capsys.readouterr().err
