@@ -1,0 +1,111 @@
+"""Latent diffusion: the chapter 03-04 diffusion model run on the autoencoder's latents (notebook 05).
+
+    training:  x0 = latent_scale * mean(q(z | image))   (B, 4, 7, 7), encoded once for the whole set
+               then Algorithm 1 with the same U-Net, loss and loop as for pixels
+    sampling:  z ~ N(0, I) (B, 4, 7, 7) --the same DDPM/DDIM samplers--> x0 --decode--> (B, 1, 28, 28)
+
+Nothing in ``unet``, ``training`` or ``samplers`` knows it is looking at latents: the U-Net is
+built with in_channels=4, image_size=7, patch_size=1, and the data set is a ``LabeledImages`` of
+latents. A latent model only makes sense with the autoencoder whose latents it learned, so its
+checkpoint records that autoencoder (``extra["autoencoder"]``) and its latent scale, and loading
+checks the pair.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from diffusion_lesson.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder
+from diffusion_lesson.checkpoints import load_checkpoint, load_unet
+from diffusion_lesson.data import LabeledImages
+from diffusion_lesson.pretrained import pretrained_path, runs_dir
+from diffusion_lesson.schedules import Schedule, make_schedule
+from diffusion_lesson.unet import UNet, UNetConfig
+
+
+class LatentModel(NamedTuple):
+    """A latent U-Net, the autoencoder whose latents it learned, its noise schedule and where they came from."""
+
+    unet: UNet
+    autoencoder: Autoencoder
+    schedule: Schedule
+    description: str
+
+
+def latent_unet_config(autoencoder_config: AutoencoderConfig, **options) -> UNetConfig:
+    """The U-Net for latents: the pixel model's settings, but in_channels=4, image_size=7 and no space-to-depth."""
+    channels, size, _ = autoencoder_config.latent_shape
+    return UNetConfig(in_channels=channels, image_size=size, patch_size=1, **options)
+
+
+@torch.no_grad()
+def encode_dataset(autoencoder: Autoencoder, data: LabeledImages, batch_size: int = 1000) -> LabeledImages:
+    """The whole set encoded once: scaled posterior means (N, 4, 7, 7) with the same labels, on data's device."""
+    latents = [autoencoder.encode(data.images[i : i + batch_size]) for i in range(0, len(data.images), batch_size)]
+    return LabeledImages(torch.cat(latents), data.labels)
+
+
+@torch.no_grad()
+def decode_states(autoencoder: Autoencoder, states: Tensor, batch_size: int = 1000) -> Tensor:
+    """Decode latents of any leading shape, e.g. a trajectory (S, B, 4, 7, 7) -> (S, B, 1, 28, 28)."""
+    lead = states.shape[:-3]
+    flat = states.reshape(-1, *states.shape[-3:])  # (S * B, 4, 7, 7)
+    device = autoencoder.latent_scale.device
+    images = [autoencoder.decode(flat[i : i + batch_size].to(device)).cpu() for i in range(0, len(flat), batch_size)]
+    return torch.cat(images).reshape(*lead, *images[0].shape[1:])
+
+
+def latent_extra(autoencoder: Autoencoder, autoencoder_source: str) -> dict:
+    """What a latent model's checkpoint records about its autoencoder (``TrainState.extra``)."""
+    return {"kind": "latent-unet", "autoencoder": autoencoder_source, "latent_scale": autoencoder.latent_scale.item()}
+
+
+def load_latent_pair(
+    unet_path: str | os.PathLike,
+    autoencoder_path: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    description: str = "",
+) -> LatentModel:
+    """A latent U-Net checkpoint and its autoencoder (the one it records, unless ``autoencoder_path``).
+
+    Raises ValueError when the checkpoint is not a latent model or the autoencoder's latent scale
+    differs from the one the model was trained with (a different autoencoder).
+    """
+    ckpt = load_checkpoint(unet_path)
+    if ckpt.extra.get("kind") != "latent-unet":
+        raise ValueError(f"{unet_path} is not a latent diffusion model (train one with --model latent)")
+    autoencoder_path = Path(autoencoder_path or _find(ckpt.extra["autoencoder"]))
+    autoencoder = load_autoencoder(autoencoder_path, device)
+    expected, found = ckpt.extra["latent_scale"], autoencoder.latent_scale.item()
+    if not math.isclose(expected, found, rel_tol=1e-4):
+        raise ValueError(
+            f"{unet_path} was trained on latents scaled by {expected:.5g}, but the autoencoder {autoencoder_path} "
+            f"scales by {found:.5g}: they do not belong together"
+        )
+    schedule = make_schedule(ckpt.schedule["name"], ckpt.schedule["T"]).to(device)
+    return LatentModel(load_unet(unet_path, device), autoencoder, schedule, description or f"{unet_path}")
+
+
+def load_course_latent_model(device: torch.device | str = "cpu", prefer_own: bool = True) -> LatentModel:
+    """runs/mnist-latent-unet.pt with its own autoencoder if it exists (and ``prefer_own``), else the shipped pair."""
+    own = runs_dir() / "mnist-latent-unet.pt"
+    if prefer_own and own.is_file():
+        step = load_checkpoint(own).step
+        return load_latent_pair(own, None, device, f"your own latent model from {own} ({step} training steps)")
+    path = pretrained_path("mnist-latent-unet")
+    description = f"the shipped latent model {path.name} with the shipped autoencoder"
+    return load_latent_pair(path, pretrained_path("mnist-autoencoder"), device, description)
+
+
+def _find(recorded: str) -> Path:
+    """The autoencoder file a latent checkpoint names: as written, else relative to the course checkout."""
+    for candidate in (Path(recorded), runs_dir().parent / recorded):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"the autoencoder this latent model was trained with, {recorded}, is not there; pass it")
