@@ -13,8 +13,11 @@ checks the pair.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import statistics
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +29,7 @@ from diffusion_lesson.checkpoints import load_checkpoint, load_unet
 from diffusion_lesson.data import LabeledImages
 from diffusion_lesson.pretrained import pretrained_path, runs_dir
 from diffusion_lesson.schedules import Schedule, make_schedule
+from diffusion_lesson.training import simple_loss
 from diffusion_lesson.unet import UNet, UNetConfig
 
 
@@ -101,6 +105,50 @@ def load_course_latent_model(device: torch.device | str = "cpu", prefer_own: boo
     path = pretrained_path("mnist-latent-unet")
     description = f"the shipped latent model {path.name} with the shipped autoencoder"
     return load_latent_pair(path, pretrained_path("mnist-autoencoder"), device, description)
+
+
+class StepCost(NamedTuple):
+    """Median wall time in milliseconds of one sampling step (a forward pass without gradients) and of
+    one training step (simple loss, backward, AdamW update) at the same batch size."""
+
+    sample_ms: float
+    train_ms: float
+
+
+def measure_step_cost(
+    model: UNet, schedule: Schedule, batch_size: int = 128, repeats: int = 10, device: torch.device | str = "cpu"
+) -> StepCost:
+    """Time ``model`` at its own input shape (pixels or latents) on random inputs; trains a copy, not the model."""
+    cfg, device = model.config, torch.device(device)
+    x = torch.randn(batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
+    t = torch.full((batch_size,), schedule.T // 2, dtype=torch.long, device=device)
+    trainee = copy.deepcopy(model).to(device).train()
+    optimizer = torch.optim.AdamW(trainee.parameters(), lr=1e-4)
+
+    def sample_step() -> None:
+        with torch.no_grad():
+            model(x, t)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        simple_loss(trainee, x, schedule).backward()
+        optimizer.step()
+
+    return StepCost(_median_ms(sample_step, repeats, device), _median_ms(train_step, repeats, device))
+
+
+def _median_ms(fn, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
 
 
 def _find(recorded: str) -> Path:
