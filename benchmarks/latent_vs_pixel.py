@@ -1,8 +1,10 @@
 """Cost of one sampling step and one training step: the pixel U-Net against the latent U-Net (chapter 05).
 
 Both at the same batch size, on random inputs of each model's own shape: (B, 1, 28, 28) pixels and
-(B, 4, 7, 7) latents. Also times the decoder, which latent sampling pays once per image (not per
-step), and a whole DDIM-50 run both ways. Uses the shipped models (or your runs/ ones). Examples:
+(B, 4, 7, 7) latents, the two models measured in turn for --rounds rounds of --repeats timings;
+each row shows the best timing (on a shared machine the best is the least disturbed). Also times
+the decoder, which latent sampling pays once per image (not per step), and a whole DDIM-50 run
+both ways. Uses the shipped models (or your runs/ ones). Examples:
 
     OMP_NUM_THREADS=1 python benchmarks/latent_vs_pixel.py            # one CPU thread, batch 128
     python benchmarks/latent_vs_pixel.py --batch-size 1000 --device cuda
@@ -26,7 +28,8 @@ from diffusion_lesson.schedules import make_schedule
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
-    parser.add_argument("--repeats", type=int, default=10, help="timings per row, the median is shown")
+    parser.add_argument("--repeats", type=int, default=10, help="timings per round (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
     parser.add_argument("--ddim-steps", type=int, default=50, help="default: %(default)s")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -37,8 +40,11 @@ def main() -> None:
     schedule = make_schedule("linear").to(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), torch threads: {torch.get_num_threads()}, batch {args.batch_size}")
-    costs = {m: measure_step_cost(model, schedule, args.batch_size, args.repeats, device)
-             for m, model in (("pixel", pixel), ("latent", latent.unet))}  # fmt: skip
+    rounds = {"pixel": [], "latent": []}
+    for _ in range(args.rounds):  # in turn, so a busy spell on a shared machine hits both models
+        for m, model in (("pixel", pixel), ("latent", latent.unet)):
+            rounds[m].append(measure_step_cost(model, schedule, args.batch_size, args.repeats, device))
+    costs = {m: type(r[0])(*(min(values) for values in zip(*r, strict=True))) for m, r in rounds.items()}
     print(f"{'':>24} {'pixel':>9} {'latent':>9} {'latent/pixel':>13}")
     for field, title in (("sample_ms", "sampling step, ms"), ("train_ms", "training step, ms")):
         p, q = getattr(costs["pixel"], field), getattr(costs["latent"], field)

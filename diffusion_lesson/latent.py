@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -108,8 +107,8 @@ def load_course_latent_model(device: torch.device | str = "cpu", prefer_own: boo
 
 
 class StepCost(NamedTuple):
-    """Median wall time in milliseconds of one sampling step (a forward pass without gradients) and of
-    one training step (simple loss, backward, AdamW update) at the same batch size."""
+    """Wall time in milliseconds of one sampling step (a forward pass without gradients) and of one
+    training step (simple loss, backward, AdamW update), each the best of several timings."""
 
     sample_ms: float
     train_ms: float
@@ -118,7 +117,11 @@ class StepCost(NamedTuple):
 def measure_step_cost(
     model: UNet, schedule: Schedule, batch_size: int = 128, repeats: int = 10, device: torch.device | str = "cpu"
 ) -> StepCost:
-    """Time ``model`` at its own input shape (pixels or latents) on random inputs; trains a copy, not the model."""
+    """Time ``model`` at its own input shape (pixels or latents) on random inputs; trains a copy, not the model.
+
+    Each figure is the best of ``repeats`` timings after one warm-up: on a shared machine the
+    fastest run is the least disturbed one (as Python's timeit advises).
+    """
     cfg, device = model.config, torch.device(device)
     x = torch.randn(batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     t = torch.full((batch_size,), schedule.T // 2, dtype=torch.long, device=device)
@@ -134,10 +137,10 @@ def measure_step_cost(
         simple_loss(trainee, x, schedule).backward()
         optimizer.step()
 
-    return StepCost(_median_ms(sample_step, repeats, device), _median_ms(train_step, repeats, device))
+    return StepCost(_best_ms(sample_step, repeats, device), _best_ms(train_step, repeats, device))
 
 
-def _median_ms(fn, repeats: int, device: torch.device) -> float:
+def _best_ms(fn, repeats: int, device: torch.device) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -148,7 +151,7 @@ def _median_ms(fn, repeats: int, device: torch.device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * min(times)
 
 
 def _find(recorded: str) -> Path:
