@@ -46,7 +46,9 @@ def main() -> None:
             rounds[m].append(measure_step_cost(model, schedule, args.batch_size, args.repeats, device))
     costs = {m: type(r[0])(*(min(values) for values in zip(*r, strict=True))) for m, r in rounds.items()}
     print(f"{'':>24} {'pixel':>9} {'latent':>9} {'latent/pixel':>13}")
-    for field, title in (("sample_ms", "sampling step, ms"), ("train_ms", "training step, ms")):
+    rows = (("mflops_per_image", "forward MFLOPs / image"), ("sample_ms", "sampling step, ms"),
+            ("train_ms", "training step, ms"))  # fmt: skip
+    for field, title in rows:
         p, q = getattr(costs["pixel"], field), getattr(costs["latent"], field)
         print(f"{title:>24} {p:9.1f} {q:9.1f} {q / p:13.2f}")
 

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
 from diffusion_lesson.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder
 from diffusion_lesson.checkpoints import load_checkpoint, load_unet
@@ -30,6 +31,11 @@ from diffusion_lesson.pretrained import pretrained_path, runs_dir
 from diffusion_lesson.schedules import Schedule, make_schedule
 from diffusion_lesson.training import simple_loss
 from diffusion_lesson.unet import UNet, UNetConfig
+
+# A two-level U-Net on 7x7 latents runs its second level at 4x4, which is 1/3 of the pixel model's
+# 7x7 there, not 1/4; at the pixel model's width (32) it would cost 0.29 of its FLOPs per step, at
+# 24 it costs 0.17 (benchmarks/latent_vs_pixel.py).
+LATENT_BASE_CHANNELS = 24
 
 
 class LatentModel(NamedTuple):
@@ -42,8 +48,10 @@ class LatentModel(NamedTuple):
 
 
 def latent_unet_config(autoencoder_config: AutoencoderConfig, **options) -> UNetConfig:
-    """The U-Net for latents: the pixel model's settings, but in_channels=4, image_size=7 and no space-to-depth."""
+    """The U-Net for latents: the pixel model's layout with in_channels=4, image_size=7, no space-to-depth
+    and base_channels=LATENT_BASE_CHANNELS unless ``options`` say otherwise."""
     channels, size, _ = autoencoder_config.latent_shape
+    options = {"base_channels": LATENT_BASE_CHANNELS, **options}
     return UNetConfig(in_channels=channels, image_size=size, patch_size=1, **options)
 
 
@@ -108,10 +116,12 @@ def load_course_latent_model(device: torch.device | str = "cpu", prefer_own: boo
 
 class StepCost(NamedTuple):
     """Wall time in milliseconds of one sampling step (a forward pass without gradients) and of one
-    training step (simple loss, backward, AdamW update), each the best of several timings."""
+    training step (simple loss, backward, AdamW update), each the best of several timings, and the
+    forward pass's floating-point operations per image (counted, so free of timing noise)."""
 
     sample_ms: float
     train_ms: float
+    mflops_per_image: float
 
 
 def measure_step_cost(
@@ -137,7 +147,10 @@ def measure_step_cost(
         simple_loss(trainee, x, schedule).backward()
         optimizer.step()
 
-    return StepCost(_best_ms(sample_step, repeats, device), _best_ms(train_step, repeats, device))
+    with FlopCounterMode(display=False) as counter:
+        sample_step()
+    mflops = counter.get_total_flops() / batch_size / 1e6
+    return StepCost(_best_ms(sample_step, repeats, device), _best_ms(train_step, repeats, device), mflops)
 
 
 def _best_ms(fn, repeats: int, device: torch.device) -> float:

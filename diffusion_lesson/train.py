@@ -21,7 +21,13 @@ import torch
 from diffusion_lesson.autoencoder import load_autoencoder
 from diffusion_lesson.checkpoints import load_checkpoint
 from diffusion_lesson.data import DATASET_FOLDERS, load_mnist
-from diffusion_lesson.latent import encode_dataset, latent_extra, latent_unet_config, load_latent_pair
+from diffusion_lesson.latent import (
+    LATENT_BASE_CHANNELS,
+    encode_dataset,
+    latent_extra,
+    latent_unet_config,
+    load_latent_pair,
+)
 from diffusion_lesson.pretrained import pretrained_path, runs_dir, write_sidecar
 from diffusion_lesson.runtime import get_device
 from diffusion_lesson.schedules import SCHEDULE_NAMES
@@ -53,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ema-decay", type=float, default=run.ema_decay, help="default: %(default)s")
     parser.add_argument("--schedule", choices=SCHEDULE_NAMES, default=run.schedule, help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=run.seed, help="default: %(default)s")
-    parser.add_argument("--base-channels", type=positive_int, default=model.base_channels, help="default: %(default)s")
+    parser.add_argument(
+        "--base-channels", type=positive_int, default=None,
+        help=f"default: {model.base_channels}, with --model latent {LATENT_BASE_CHANNELS}",
+    )  # fmt: skip
     parser.add_argument("--no-attention", action="store_true", help="leave out self-attention at the lowest resolution")
     parser.add_argument("--num-classes", type=positive_int, default=None, help="train class-conditional (chapter 07)")
     parser.add_argument("--label-dropout", type=float, default=run.label_dropout, help="default: %(default)s")
@@ -90,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             ema_decay=args.ema_decay, schedule=args.schedule, seed=args.seed, label_dropout=args.label_dropout,
             bf16_autocast=args.bf16, channels_last=args.channels_last,
         )  # fmt: skip
-        options = {"base_channels": args.base_channels, "attention": not args.no_attention,
+        base_channels = args.base_channels or (LATENT_BASE_CHANNELS if args.model == "latent" else 32)
+        options = {"base_channels": base_channels, "attention": not args.no_attention,
                    "num_classes": args.num_classes}  # fmt: skip
         autoencoder = _autoencoder(args, device, out) if args.model == "latent" else None
         if args.resume:  # the saved run's settings, with the new step count
