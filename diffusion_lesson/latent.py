@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from diffusion_lesson.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder
 from diffusion_lesson.checkpoints import load_checkpoint, load_unet
 from diffusion_lesson.data import LabeledImages
-from diffusion_lesson.pretrained import pretrained_path, runs_dir
+from diffusion_lesson.pretrained import manifest, pretrained_path, runs_dir
 from diffusion_lesson.schedules import Schedule, make_schedule
 from diffusion_lesson.training import simple_loss
 from diffusion_lesson.unet import UNet, UNetConfig
@@ -168,7 +168,9 @@ def _best_ms(fn, repeats: int, device: torch.device) -> float:
 
 
 def _find(recorded: str) -> Path:
-    """The autoencoder file a latent checkpoint names: as written, else relative to the course checkout."""
+    """The autoencoder a latent checkpoint names: a shipped model's name, a path, or a path in the checkout."""
+    if recorded in manifest():
+        return pretrained_path(recorded)
     for candidate in (Path(recorded), runs_dir().parent / recorded):
         if candidate.is_file():
             return candidate
