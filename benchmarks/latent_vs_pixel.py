@@ -1,8 +1,8 @@
 """Cost of one sampling step and one training step: the pixel U-Net against the latent U-Net (chapter 05).
 
 Both at the same batch size, on random inputs of each model's own shape: (B, 1, 28, 28) pixels and
-(B, 4, 7, 7) latents, the two models measured in turn for --rounds rounds of --repeats timings;
-each row shows the best timing (on a shared machine the best is the least disturbed). Also times
+(B, 4, 7, 7) latents, the two models taking turns for --repeats timings; each row shows the best
+timing (on a shared machine the best is the least disturbed). Also times
 the decoder, which latent sampling pays once per image (not per step), and a whole DDIM-50 run
 both ways. Uses the shipped models (or your runs/ ones). Examples:
 
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from diffusion_lesson.latent import decode_states, load_course_latent_model, measure_step_cost
+from diffusion_lesson.latent import decode_states, load_course_latent_model, measure_step_costs
 from diffusion_lesson.pretrained import load_course_model
 from diffusion_lesson.runtime import get_device, make_generator
 from diffusion_lesson.samplers import sample_ddim
@@ -28,8 +28,9 @@ from diffusion_lesson.schedules import make_schedule
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
-    parser.add_argument("--repeats", type=int, default=10, help="timings per round (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
+    parser.add_argument(
+        "--repeats", type=int, default=20, help="timings per row, the best counts (default: %(default)s)"
+    )
     parser.add_argument("--ddim-steps", type=int, default=50, help="default: %(default)s")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -40,11 +41,7 @@ def main() -> None:
     schedule = make_schedule("linear").to(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), torch threads: {torch.get_num_threads()}, batch {args.batch_size}")
-    rounds = {"pixel": [], "latent": []}
-    for _ in range(args.rounds):  # in turn, so a busy spell on a shared machine hits both models
-        for m, model in (("pixel", pixel), ("latent", latent.unet)):
-            rounds[m].append(measure_step_cost(model, schedule, args.batch_size, args.repeats, device))
-    costs = {m: type(r[0])(*(min(values) for values in zip(*r, strict=True))) for m, r in rounds.items()}
+    costs = measure_step_costs({"pixel": pixel, "latent": latent.unet}, schedule, args.batch_size, args.repeats, device)
     print(f"{'':>24} {'pixel':>9} {'latent':>9} {'latent/pixel':>13}")
     rows = (("mflops_per_image", "forward MFLOPs / image"), ("sample_ms", "sampling step, ms"),
             ("train_ms", "training step, ms"))  # fmt: skip

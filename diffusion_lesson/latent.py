@@ -17,6 +17,7 @@ import copy
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -124,15 +125,37 @@ class StepCost(NamedTuple):
     mflops_per_image: float
 
 
-def measure_step_cost(
-    model: UNet, schedule: Schedule, batch_size: int = 128, repeats: int = 10, device: torch.device | str = "cpu"
-) -> StepCost:
-    """Time ``model`` at its own input shape (pixels or latents) on random inputs; trains a copy, not the model.
+def measure_step_costs(
+    models: Mapping[str, UNet],
+    schedule: Schedule,
+    batch_size: int = 128,
+    repeats: int = 10,
+    device: torch.device | str = "cpu",
+) -> dict[str, StepCost]:
+    """Time each model at its own input shape (pixels or latents) on random inputs; trains copies, not the models.
 
-    Each figure is the best of ``repeats`` timings after one warm-up: on a shared machine the
-    fastest run is the least disturbed one (as Python's timeit advises).
+    The models take turns at every repeat, so a busy spell on a shared machine hits all of them
+    alike, and each figure is the best of ``repeats`` timings after a warm-up (the least disturbed
+    one, as Python's timeit advises).
     """
-    cfg, device = model.config, torch.device(device)
+    device = torch.device(device)
+    steps = {name: _step_functions(model, schedule, batch_size, device) for name, model in models.items()}
+    mflops = {}
+    for name, (sample_step, train_step) in steps.items():
+        with FlopCounterMode(display=False) as counter:
+            sample_step()  # also the warm-up
+        mflops[name] = counter.get_total_flops() / batch_size / 1e6
+        train_step()
+    times = {name: ([], []) for name in models}
+    for _ in range(repeats):
+        for kind in (0, 1):  # sampling steps of every model, then training steps
+            for name, functions in steps.items():
+                times[name][kind].append(_seconds(functions[kind], device))
+    return {name: StepCost(1000 * min(s), 1000 * min(t), mflops[name]) for name, (s, t) in times.items()}
+
+
+def _step_functions(model: UNet, schedule: Schedule, batch_size: int, device: torch.device):
+    cfg = model.config
     x = torch.randn(batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     t = torch.full((batch_size,), schedule.T // 2, dtype=torch.long, device=device)
     trainee = copy.deepcopy(model).to(device).train()
@@ -147,24 +170,17 @@ def measure_step_cost(
         simple_loss(trainee, x, schedule).backward()
         optimizer.step()
 
-    with FlopCounterMode(display=False) as counter:
-        sample_step()
-    mflops = counter.get_total_flops() / batch_size / 1e6
-    return StepCost(_best_ms(sample_step, repeats, device), _best_ms(train_step, repeats, device), mflops)
+    return sample_step, train_step
 
 
-def _best_ms(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 1000 * min(times)
+def _seconds(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def _find(recorded: str) -> Path:
