@@ -4,14 +4,17 @@ A checkpoint is one ``torch.save`` file holding only tensors, plain dicts, lists
 strings, so ``torch.load(weights_only=True)`` can read it without running any pickled code:
 
     format            CHECKPOINT_FORMAT, bumped when the layout changes
-    model_config      UNetConfig.to_dict()
-    schedule          {"name": "linear" | "cosine", "T": 1000}
+    model_config      UNetConfig.to_dict() (AutoencoderConfig.to_dict() for chapter 05's autoencoder)
+    schedule          {"name": "linear" | "cosine", "T": 1000}, or None for a model that is not a
+                      diffusion model (the autoencoder)
     train_config      TrainConfig.to_dict() (or {} when the model was not trained by the course)
     step              optimizer steps taken so far
     model, ema        state dicts of the network and of its exponential moving average
     optimizer         the optimizer's state dict (AdamW moments, step counts)
     generator         torch.Generator.get_state(): a uint8 tensor, so a resumed run draws the same noise
     losses            (step,) float32 loss history, for the loss curve
+    extra             a plain dict of model-specific facts, {} by default (chapter 05: the latent
+                      model records the autoencoder it was trained with and its latent scale)
 
 Writes are atomic: the file is written next to its destination under a temporary name, flushed to
 disk and renamed over the old one, so a crash mid-write leaves the previous checkpoint intact.
@@ -35,7 +38,7 @@ class Checkpoint(NamedTuple):
     """The contents of a checkpoint file; see the module docstring for each field."""
 
     model_config: dict
-    schedule: dict
+    schedule: dict | None
     train_config: dict
     step: int
     model: dict[str, Tensor]
@@ -43,6 +46,7 @@ class Checkpoint(NamedTuple):
     optimizer: dict | None
     generator: Tensor | None
     losses: Tensor
+    extra: dict
 
 
 class CheckpointMismatchError(ValueError):
@@ -54,16 +58,22 @@ def save_checkpoint(
     *,
     model: nn.Module | dict[str, Tensor],
     model_config: dict,
-    schedule_name: str,
-    T: int,
+    schedule_name: str | None = None,
+    T: int | None = None,
     train_config: dict | None = None,
     step: int = 0,
     ema: dict[str, Tensor] | None = None,
     optimizer: dict | None = None,
     generator: torch.Generator | Tensor | None = None,
     losses: Tensor | list[float] | None = None,
+    extra: dict | None = None,
 ) -> Path:
-    """Write a checkpoint atomically to ``path`` (parent folders are created); returns the path."""
+    """Write a checkpoint atomically to ``path`` (parent folders are created); returns the path.
+
+    schedule_name and T go together: both for a diffusion model, neither for an autoencoder.
+    """
+    if (schedule_name is None) != (T is None):
+        raise ValueError(f"give schedule_name and T together or not at all, got {schedule_name!r} and {T!r}")
     if isinstance(model, nn.Module):
         model = model.state_dict()
     if isinstance(generator, torch.Generator):
@@ -71,7 +81,7 @@ def save_checkpoint(
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "model_config": dict(model_config),
-        "schedule": {"name": str(schedule_name), "T": int(T)},
+        "schedule": {"name": str(schedule_name), "T": int(T)} if schedule_name is not None else None,
         "train_config": dict(train_config or {}),
         "step": int(step),
         "model": _to_cpu(model),
@@ -79,6 +89,7 @@ def save_checkpoint(
         "optimizer": _to_cpu(optimizer) if optimizer is not None else None,
         "generator": generator.cpu() if generator is not None else None,
         "losses": torch.as_tensor(losses if losses is not None else [], dtype=torch.float32).cpu(),
+        "extra": _to_cpu(dict(extra or {})),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +124,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise ValueError(f"{path} is not a diffusion-lesson checkpoint of format {CHECKPOINT_FORMAT} (found {found})")
-    return Checkpoint(**{name: raw[name] for name in Checkpoint._fields})
+    fields = {name: raw[name] for name in Checkpoint._fields if name != "extra"}
+    return Checkpoint(**fields, extra=dict(raw.get("extra") or {}))  # files before chapter 05 have no extra
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, Tensor]) -> None:

@@ -1,5 +1,7 @@
 """The models that ship with the course, and where a notebook finds its model (notebooks 03-07).
 
+Shipped: mnist-unet (chapters 03-04), mnist-autoencoder and mnist-latent-unet (chapter 05).
+
 A notebook uses the learner's own checkpoint from the runs folder when it exists (trained in
 notebook 03 or with ``python -m diffusion_lesson.train``), otherwise the small pretrained one that
 ships in ``diffusion_lesson/pretrained/``. ``manifest.json`` there records, for each shipped file,
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,11 +87,26 @@ def load_course_model(
     return LoadedModel(load_unet(path, device), path, description)
 
 
+def load_course_autoencoder(device: torch.device | str = "cpu", prefer_own: bool = True) -> LoadedModel:
+    """runs/mnist-autoencoder.pt if it exists (and ``prefer_own``), else the shipped one; EMA weights (notebook 05)."""
+    from diffusion_lesson.autoencoder import load_autoencoder  # here: the autoencoder imports the training code
+
+    own = runs_dir() / "mnist-autoencoder.pt"
+    if prefer_own and own.is_file():
+        step = load_checkpoint(own).step
+        return LoadedModel(load_autoencoder(own, device), own, f"your own autoencoder from {own} ({step} steps)")
+    path = pretrained_path("mnist-autoencoder")
+    record = manifest()["mnist-autoencoder"]
+    description = f"the shipped autoencoder {path.name} ({record['steps']} steps, trained with: {record['command']})"
+    return LoadedModel(load_autoencoder(path, device), path, description)
+
+
 def export_pretrained(run_path: Path, name: str) -> dict:
     """Ship a finished run: its EMA weights (no optimizer state) into pretrained/, recorded in the manifest.
 
-    Reads the run's sidecar <run>.json (written by ``python -m diffusion_lesson.train``) for the
-    command, wall time and device. Returns the manifest record.
+    Reads the run's sidecar <run>.json (written by ``python -m diffusion_lesson.train`` or
+    ``python -m diffusion_lesson.autoencoder``) for the command, wall time and device. Returns the
+    manifest record.
     """
     run_path = Path(run_path)
     ckpt = load_checkpoint(run_path)
@@ -98,11 +116,12 @@ def export_pretrained(run_path: Path, name: str) -> dict:
         dest,
         model=ckpt.ema if ckpt.ema is not None else ckpt.model,
         model_config=ckpt.model_config,
-        schedule_name=ckpt.schedule["name"],
-        T=ckpt.schedule["T"],
+        schedule_name=ckpt.schedule["name"] if ckpt.schedule else None,
+        T=ckpt.schedule["T"] if ckpt.schedule else None,
         train_config=ckpt.train_config,
         step=ckpt.step,
         losses=ckpt.losses,
+        extra=ckpt.extra,
     )
     return record_in_manifest(name, dest, made)
 
@@ -131,9 +150,31 @@ def record_fid(name: str, label: str, result: dict) -> dict:
     return records[name]["fid"]
 
 
+def write_sidecar(
+    out: Path, program: str, argv: list[str], step: int, seconds: float, device: torch.device, resumed: bool = False
+) -> None:
+    """<out>.json: how this checkpoint was made, for ``export_pretrained`` (wall time adds up over resumed runs)."""
+    sidecar = out.with_suffix(".json")
+    previous = json.loads(sidecar.read_text()) if resumed and sidecar.exists() else {}
+    record = {
+        "command": previous.get("command", f"{program} {shlex.join(argv)}".strip()),
+        "steps": step,
+        "wall_time_s": round(previous.get("wall_time_s", 0) + seconds, 1),
+        "device": _describe(device),
+        "torch": torch.__version__,
+    }
+    sidecar.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Ship a finished training run as a pretrained model.")
-    parser.add_argument("run", type=Path, help="checkpoint written by python -m diffusion_lesson.train")
+    parser.add_argument("run", type=Path, help="checkpoint written by diffusion_lesson.train or .autoencoder")
     parser.add_argument("--name", required=True, help="manifest name, e.g. mnist-unet")
     cli = parser.parse_args()
     print(json.dumps(export_pretrained(cli.run, cli.name), indent=2))

@@ -2,6 +2,9 @@
 
 The file holds ``images``, a uint8 array (N, 28, 28). The model is the shipped pretrained one
 unless --checkpoint names another; the sampler is DDIM (50 steps) unless told otherwise.
+--model latent samples (N, 4, 7, 7) latents with the same samplers and decodes them (notebook 05):
+the shipped latent model and autoencoder, or --checkpoint with the autoencoder it recorded (or
+--autoencoder).
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from diffusion_lesson.checkpoints import load_checkpoint, load_unet
 from diffusion_lesson.data import to_uint8
+from diffusion_lesson.latent import load_latent_pair
 from diffusion_lesson.pretrained import pretrained_path
 from diffusion_lesson.runtime import get_device, make_generator
 from diffusion_lesson.samplers import VARIANCES, sample_ddim, sample_ddpm
@@ -34,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=positive_int, required=True, help="number of digits to generate")
     parser.add_argument("--seed", type=int, required=True, help="random seed (same seed, same digits on one device)")
     parser.add_argument("--out", type=Path, required=True, help="output file, .npz")
+    parser.add_argument("--model", choices=("pixel", "latent"), default="pixel", help="default: %(default)s")
     parser.add_argument(
         "--checkpoint", type=Path, default=None, help="a training checkpoint (default: the shipped model)"
     )
+    parser.add_argument("--autoencoder", type=Path, default=None, help="--model latent: the autoencoder to decode with")
     parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="default: %(default)s")
     parser.add_argument(
         "--steps", type=positive_int, default=50, help="DDIM steps (default: %(default)s; DDPM uses all T)"
@@ -59,11 +66,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out: folder {args.out.parent} does not exist")
     try:
         device = get_device(args.device)
-        if args.checkpoint is not None and not args.checkpoint.is_file():
-            parser.error(f"--checkpoint: no file at {args.checkpoint}")
-        path = args.checkpoint or pretrained_path("mnist-unet")
-        model, saved = load_unet(path, device), load_checkpoint(path).schedule
-        schedule = make_schedule(saved["name"], saved["T"]).to(device)
+        for flag, path in (("--checkpoint", args.checkpoint), ("--autoencoder", args.autoencoder)):
+            if path is not None and not path.is_file():
+                parser.error(f"{flag}: no file at {path}")
+        if args.autoencoder is not None and args.model != "latent":
+            parser.error("--autoencoder needs --model latent")
+        decode = None
+        if args.model == "latent":
+            if args.checkpoint is not None:
+                pair = load_latent_pair(args.checkpoint, args.autoencoder, device)
+            else:  # the shipped pair (the shipped autoencoder unless told otherwise)
+                shipped = pretrained_path("mnist-latent-unet")
+                pair = load_latent_pair(shipped, args.autoencoder or pretrained_path("mnist-autoencoder"), device)
+            model, schedule, decode = pair.unet, pair.schedule, pair.autoencoder.decode
+        else:
+            path = args.checkpoint or pretrained_path("mnist-unet")
+            saved = load_checkpoint(path)
+            if saved.extra.get("kind") in ("autoencoder", "latent-unet"):
+                raise ValueError(f"{path} holds a{'n' * (saved.extra['kind'] == 'autoencoder')} {saved.extra['kind']}, "
+                                 "not a pixel-space model; for a latent model pass --model latent")  # fmt: skip
+            model, saved = load_unet(path, device), saved.schedule
+            schedule = make_schedule(saved["name"], saved["T"]).to(device)
         if args.sampler == "ddim" and args.steps > schedule.T:
             parser.error(f"--steps must be at most T = {schedule.T}, got {args.steps}")
     except (ValueError, RuntimeError, FileNotFoundError) as err:
@@ -81,12 +104,21 @@ def main(argv: list[str] | None = None) -> int:
         samples = sample_ddpm(model, shape, schedule, variance=args.variance, **options)
     else:
         samples = sample_ddim(model, shape, schedule, steps=args.steps, eta=args.eta, **options)
+    x0 = samples.x0 if decode is None else _decode(decode, samples.x0, args.batch_size)  # (N, 1, 28, 28)
     seconds = time.perf_counter() - start
-    images = to_uint8(samples.x0[:, 0]).cpu().numpy()  # (N, 28, 28)
+    images = to_uint8(x0[:, 0]).cpu().numpy()  # (N, 28, 28)
     np.savez_compressed(args.out, images=images)
     steps = schedule.T if args.sampler == "ddpm" else args.steps
-    print(f"wrote {args.n} digits to {args.out} ({args.sampler}, {steps} steps, {seconds:.1f} s on {device})")
+    print(
+        f"wrote {args.n} digits to {args.out} ({args.model} {args.sampler}, {steps} steps, {seconds:.1f} s on {device})"
+    )
     return 0
+
+
+@torch.no_grad()
+def _decode(decode, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Decode (N, 4, 7, 7) latents to (N, 1, 28, 28) images in chunks."""
+    return torch.cat([decode(latents[i : i + batch_size]) for i in range(0, len(latents), batch_size)])
 
 
 if __name__ == "__main__":

@@ -155,6 +155,7 @@ class TrainState:
     generator: torch.Generator
     step: int = 0
     losses: list[float] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # saved with the checkpoint (chapter 05: the autoencoder used)
 
     def ema_model(self) -> UNet:
         """A fresh copy of the model holding the EMA weights, in eval mode (use it for sampling)."""
@@ -187,6 +188,7 @@ def save_training(state: TrainState, path: str | os.PathLike) -> None:
         optimizer=state.optimizer.state_dict(),
         generator=state.generator,
         losses=state.losses,
+        extra=state.extra,
     )
 
 
@@ -205,7 +207,7 @@ def resume_training(
     state.ema.load_state_dict(ckpt.ema, num_updates=ckpt.step)
     state.optimizer.load_state_dict(ckpt.optimizer)
     state.generator.set_state(ckpt.generator)
-    state.step, state.losses = ckpt.step, ckpt.losses.tolist()
+    state.step, state.losses, state.extra = ckpt.step, ckpt.losses.tolist(), ckpt.extra
     return state
 
 

@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from diffusion_lesson import autoencoder as autoencoder_cli
+from diffusion_lesson import pretrained
 from diffusion_lesson import sample as sample_cli
 from diffusion_lesson import train as train_cli
 from diffusion_lesson.checkpoints import load_checkpoint
@@ -103,7 +105,67 @@ def test_sample_rejects_bad_flags(flags, message, capsys, tmp_path):
     assert info.value.code == 2 and message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", ["diffusion_lesson.train", "diffusion_lesson.sample"])
+@pytest.mark.parametrize(
+    "module", ["diffusion_lesson.train", "diffusion_lesson.sample", "diffusion_lesson.autoencoder"]
+)
 def test_help_runs_as_a_module(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith(f"usage: python -m {module}")
+
+
+def test_sample_latent_from_the_shipped_pair(tmp_path):
+    out = tmp_path / "latent.npz"
+    args = ["--model", "latent", "--n", "3", "--seed", "0", "--steps", "5", "--device", "cpu"]
+    assert sample_cli.main([*args, "--out", str(out)]) == 0
+    images = np.load(out)["images"]
+    assert images.shape == (3, 28, 28) and images.dtype == np.uint8 and images.max() > 128
+    again = tmp_path / "again.npz"
+    sample_cli.main([*args, "--out", str(again)])
+    assert np.array_equal(images, np.load(again)["images"])  # same seed, same digits
+
+
+def test_sample_refuses_to_mix_up_pixel_and_latent_files(tmp_path, capsys):
+    shipped_ae = str(pretrained.pretrained_path("mnist-autoencoder"))
+    shipped_latent = str(pretrained.pretrained_path("mnist-latent-unet"))
+    base = ["--n", "2", "--seed", "0", "--out", str(tmp_path / "s.npz"), "--device", "cpu"]
+    for flags, message in [
+        (["--autoencoder", shipped_ae], "--autoencoder needs --model latent"),
+        (["--checkpoint", shipped_ae], "holds an autoencoder, not a pixel-space model"),
+        (["--checkpoint", shipped_latent], "for a latent model pass --model latent"),
+        (["--model", "latent", "--checkpoint", shipped_ae], "is not a latent diffusion model"),
+        (["--model", "latent", "--autoencoder", str(tmp_path / "none.pt")], "--autoencoder: no file at"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            sample_cli.main(base + flags)
+        assert info.value.code == 2 and message in capsys.readouterr().err, flags
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_train_latent_with_the_shipped_autoencoder(tmp_path, monkeypatch):
+    monkeypatch.setenv(pretrained.RUNS_ENV_VAR, str(tmp_path))  # no runs/mnist-autoencoder.pt: the shipped one
+    out = tmp_path / "latent.pt"
+    assert train_cli.main(["--model", "latent", "--steps", "2", "--out", str(out), *TINY]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.step == 2 and ckpt.model_config["in_channels"] == 4 and ckpt.model_config["image_size"] == 7
+    assert ckpt.extra["kind"] == "latent-unet" and ckpt.extra["autoencoder"] == "mnist-autoencoder"
+    sample = ["--model", "latent", "--checkpoint", str(out), "--n", "2", "--seed", "0", "--steps", "2"]
+    assert sample_cli.main([*sample, "--out", str(tmp_path / "s.npz"), "--device", "cpu"]) == 0
+    assert np.load(tmp_path / "s.npz")["images"].shape == (2, 28, 28)
+
+
+def test_autoencoder_cli_refuses_to_clobber_and_bad_flags(tmp_path, capsys):
+    existing = tmp_path / "ae.pt"
+    existing.write_bytes(b"keep me")
+    for flags, message in [
+        (["--out", str(existing)], "exists: pass --overwrite"),
+        (["--steps", "0"], "must be a positive integer"),
+        (["--device", "gpu", "--out", str(tmp_path / "new.pt")], "unknown device"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            autoencoder_cli.main(flags)
+        assert info.value.code == 2 and message in capsys.readouterr().err
+    assert existing.read_bytes() == b"keep me"
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(["--autoencoder", str(existing), "--out", str(tmp_path / "x.pt")])
+    assert info.value.code == 2 and "--autoencoder needs --model latent" in capsys.readouterr().err

@@ -46,3 +46,26 @@ def test_the_learners_own_run_comes_first(tmp_path, monkeypatch):
     assert loaded.path == tmp_path / "mnist-unet.pt" and "7 training steps" in loaded.description
     assert loaded.model.config.base_channels == 8
     assert pretrained.load_course_model("mnist-unet", prefer_own=False).path.parent == pretrained.PRETRAINED_DIR
+
+
+@pytest.mark.parametrize("name", ["mnist-autoencoder", "mnist-latent-unet"])
+def test_shipped_chapter05_models_are_recorded_and_small(name):
+    record = pretrained.manifest()[name]
+    path = pretrained.pretrained_path(name)
+    assert sha256_of(path) == record["sha256"] and record["bytes"] < 4_000_000
+    program = "autoencoder" if name == "mnist-autoencoder" else "train --model latent"
+    assert record["command"].startswith(f"python -m diffusion_lesson.{program}") and record["steps"] > 0
+
+
+def test_the_learners_own_autoencoder_comes_first(tmp_path, monkeypatch):
+    from diffusion_lesson.autoencoder import Autoencoder, AutoencoderConfig
+
+    monkeypatch.setenv(pretrained.RUNS_ENV_VAR, str(tmp_path))
+    config = AutoencoderConfig(widths=(16, 32))
+    save_checkpoint(tmp_path / "mnist-autoencoder.pt", model=Autoencoder(config), model_config=config.to_dict(),
+                    step=3, extra={"kind": "autoencoder"})  # fmt: skip
+    loaded = pretrained.load_course_autoencoder()
+    assert loaded.path == tmp_path / "mnist-autoencoder.pt" and "3 steps" in loaded.description
+    assert loaded.model.config.widths == (16, 32)
+    shipped = pretrained.load_course_autoencoder(prefer_own=False)
+    assert shipped.path.parent == pretrained.PRETRAINED_DIR and "shipped" in shipped.description
