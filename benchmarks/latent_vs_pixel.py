@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 
-from diffusion_lesson.latent import decode_states, load_course_latent_model, measure_step_costs
-from diffusion_lesson.pretrained import load_course_model
+from diffusion_lesson.costs import measure_step_costs
+from diffusion_lesson.latent import decode_states
+from diffusion_lesson.models import load_course_model
 from diffusion_lesson.runtime import get_device, make_generator
 from diffusion_lesson.samplers import sample_ddim
-from diffusion_lesson.schedules import make_schedule
+from diffusion_lesson.timing import stopwatch
 
 
 def main() -> None:
@@ -36,12 +36,12 @@ def main() -> None:
     args = parser.parse_args()
 
     device = get_device(args.device)
-    pixel = load_course_model("mnist-unet", device).model
-    latent = load_course_latent_model(device)
-    schedule = make_schedule("linear").to(device)
+    pixel = load_course_model("mnist-unet", device)
+    latent = load_course_model("mnist-latent-unet", device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), torch threads: {torch.get_num_threads()}, batch {args.batch_size}")
-    costs = measure_step_costs({"pixel": pixel, "latent": latent.unet}, schedule, args.batch_size, args.repeats, device)
+    nets = {"pixel": pixel.model, "latent": latent.model}
+    costs = measure_step_costs(nets, latent.schedule, args.batch_size, args.repeats, device)
     print(f"{'':>24} {'pixel':>9} {'latent':>9} {'latent/pixel':>13}")
     rows = (("mflops_per_image", "forward MFLOPs / image"), ("sample_ms", "sampling step, ms"),
             ("train_ms", "training step, ms"))  # fmt: skip
@@ -49,21 +49,21 @@ def main() -> None:
         p, q = getattr(costs["pixel"], field), getattr(costs["latent"], field)
         print(f"{title:>24} {p:9.1f} {q:9.1f} {q / p:13.2f}")
 
-    cfg, b = latent.unet.config, args.batch_size
+    cfg, b = latent.model.config, args.batch_size
     z = torch.randn(b, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
-    start = time.perf_counter()
-    decode_states(latent.autoencoder, z)
-    print(f"{'decode the batch, ms':>24} {'':>9} {1000 * (time.perf_counter() - start):9.1f}   (once per image)")
-    for label, model, shape, decoder in (
-        ("pixel", pixel, (b, 1, 28, 28), None),
-        ("latent", latent.unet, (b, cfg.in_channels, cfg.image_size, cfg.image_size), latent.autoencoder),
+    with stopwatch(device) as clock:
+        decode_states(latent.autoencoder, z)
+    print(f"{'decode the batch, ms':>24} {'':>9} {1000 * clock.seconds:9.1f}   (once per image)")
+    for label, loaded, shape in (
+        ("pixel", pixel, (b, 1, 28, 28)),
+        ("latent", latent, (b, cfg.in_channels, cfg.image_size, cfg.image_size)),
     ):
-        start = time.perf_counter()
-        out = sample_ddim(model, shape, schedule, steps=args.ddim_steps, generator=make_generator(0, device),
-                          device=device).x0  # fmt: skip
-        if decoder is not None:
-            decode_states(decoder, out)
-        print(f"DDIM-{args.ddim_steps} for {b} digits, {label}: {time.perf_counter() - start:.2f} s")
+        with stopwatch(device) as clock:
+            out = sample_ddim(loaded.model, shape, loaded.schedule, steps=args.ddim_steps,
+                              generator=make_generator(0, device), device=device).x0  # fmt: skip
+            if loaded.autoencoder is not None:
+                decode_states(loaded.autoencoder, out)
+        print(f"DDIM-{args.ddim_steps} for {b} digits, {label}: {clock.seconds:.2f} s")
 
 
 if __name__ == "__main__":

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 
-from diffusion_lesson.checkpoints import load_unet
-from diffusion_lesson.pretrained import pretrained_path
+from diffusion_lesson.models import load_course_model, load_model
 from diffusion_lesson.runtime import get_device, make_generator
 from diffusion_lesson.samplers import sample_ddim, sample_ddpm
-from diffusion_lesson.schedules import make_schedule
+from diffusion_lesson.timing import best_of
 
 
 def run(name: str, model, schedule, n: int, batch_size: int, device: torch.device) -> None:
@@ -42,25 +40,17 @@ def main() -> None:
     args = parser.parse_args()
 
     device = get_device(args.device)
-    model = load_unet(args.checkpoint or pretrained_path("mnist-unet"), device)
-    schedule = make_schedule("linear").to(device)
-    run("ddim-2", model, schedule, min(args.n, args.batch_size), args.batch_size, device)  # warm-up
+    loaded = load_model(args.checkpoint, device, ("unet",)) if args.checkpoint else load_course_model(
+        "mnist-unet", device, prefer_own=False)  # fmt: skip
+    model, schedule = loaded.model, loaded.schedule
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(
         f"device: {device} ({name}), torch threads: {torch.get_num_threads()}, {args.n} images, batch {args.batch_size}"
     )
     print(f"{'sampler':>10} {'seconds':>9} {'images/s':>10} {'ms/image':>9}")
-    for sampler in args.samplers:
-        times = []
-        for _ in range(args.repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            run(sampler, model, schedule, args.n, args.batch_size, device)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        best = min(times)
+    for sampler in args.samplers:  # best_of: device synchronized, one warm-up run first
+        best = best_of({sampler: lambda s=sampler: run(s, model, schedule, args.n, args.batch_size, device)},
+                       device, args.repeats)[sampler]  # fmt: skip
         print(f"{sampler:>10} {best:>9.2f} {args.n / best:>10.1f} {1000 * best / args.n:>9.2f}")
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from dataclasses import replace
 
 import torch
 
 from diffusion_lesson.data import LabeledImages
+from diffusion_lesson.losses import DiffusionObjective
 from diffusion_lesson.runtime import get_device
+from diffusion_lesson.schedules import make_schedule
+from diffusion_lesson.timing import stopwatch
 from diffusion_lesson.training import TrainConfig, start_training, train_step
 from diffusion_lesson.unet import UNet, UNetConfig
 
@@ -33,7 +35,8 @@ def measure(
 ) -> float:
     """Images per second over ``steps`` training steps, after ``warmup`` untimed ones."""
     torch.manual_seed(0)
-    state = start_training(UNet(model_config), replace(config, steps=steps + warmup), device)
+    objective = DiffusionObjective(make_schedule().to(device))
+    state = start_training(UNet(model_config), objective, replace(config, steps=steps + warmup), device)
     if compile_model:
         state.model.compile()  # in place: parameter names (and so the EMA) stay the same
     n = max(4096, config.batch_size)
@@ -53,13 +56,10 @@ def measure(
     data = LabeledImages(images, torch.zeros(n, dtype=torch.long, device=device))
     for _ in range(warmup):
         train_step(state, data)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = train_step(state, data)
-    loss.item()  # waits for the device
-    _sync(device)
-    return steps * config.batch_size / (time.perf_counter() - start)
+    with stopwatch(device) as clock:
+        for _ in range(steps):
+            train_step(state, data)
+    return steps * config.batch_size / clock.seconds
 
 
 def variants(device: torch.device, batch_size: int) -> list[tuple[str, dict]]:
@@ -118,11 +118,6 @@ def main() -> None:
         best = max(runs)
         reference = reference or best
         print(f"{label:34s} {best:10.0f} {statistics.median(runs):8.0f} {best / reference:9.2f}x", flush=True)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":

@@ -21,25 +21,20 @@ kept as a buffer, so it travels inside the checkpoint with the weights.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import time
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusion_lesson.checkpoints import load_checkpoint, load_weights, save_checkpoint
-from diffusion_lesson.runtime import make_generator, randn_like
-from diffusion_lesson.training import EMA, _sigint_deferred
+from diffusion_lesson.data import LabeledImages
+from diffusion_lesson.runtime import randn_like
+from diffusion_lesson.settings import Settings
 
 
 @dataclass(frozen=True)
-class AutoencoderConfig:
+class AutoencoderConfig(Settings):
     """Settings that define the network; stored in checkpoints as a plain dict (``to_dict``).
 
     The image is halved twice (space-to-depth, then a strided conv): 28x28 -> 14x14 -> 7x7.
@@ -63,34 +58,6 @@ class AutoencoderConfig:
     def latent_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one latent: (4, 7, 7) by default."""
         return (self.latent_channels, self.image_size // 4, self.image_size // 4)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AutoencoderConfig:
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown AutoencoderConfig keys {unknown}")
-        return cls(**d)
-
-
-@dataclass(frozen=True)
-class AutoencoderTrainConfig:
-    """Settings of one autoencoder run: AdamW at a flat lr after a linear warm-up, EMA of the weights."""
-
-    steps: int = 2000
-    batch_size: int = 128
-    lr: float = 2e-3
-    warmup_steps: int = 100
-    kl_weight: float = 1e-4
-    ema_decay: float = 0.999
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Block(nn.Module):
@@ -220,139 +187,16 @@ def reconstruction_error(model: Autoencoder, images: Tensor, batch_size: int = 1
     return total / images.numel()
 
 
-class AutoencoderRun(NamedTuple):
-    """What ``train_autoencoder`` hands back: the trained model, its EMA copy (use it) and the loss history."""
-
-    model: Autoencoder
-    ema_model: Autoencoder
-    losses: list[float]
-    step: int
-
-
-def train_autoencoder(
-    model: Autoencoder,
-    images: Tensor,
-    config: AutoencoderTrainConfig,
-    checkpoint_path: str | os.PathLike | None = None,
-    checkpoint_every: int = 1000,
-    progress: bool = True,
-) -> AutoencoderRun:
-    """Train on images (N, 1, 28, 28) in [-1, 1] on the model's device; Ctrl-C stops after the current step.
-
-    Batches are drawn by index from one generator seeded with config.seed. Every save (each
-    ``checkpoint_every`` steps and at the end) first fits the EMA model's latent scale on ``images``.
-    """
-    from tqdm.auto import tqdm  # here: tqdm.auto picks the notebook widget at call time
-
-    device = images.device
-    model = model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-    ema, generator = EMA(model, config.ema_decay), make_generator(config.seed, device)
-    ema_model = Autoencoder(model.config).to(device).eval()
-    losses: list[float] = []
-    step = 0
-
-    def save() -> None:
-        ema.copy_to(ema_model)
-        scale = fit_latent_scale(ema_model, images)
-        ema.shadow["latent_scale"].fill_(scale)
-        model.latent_scale.fill_(scale)
-        save_checkpoint(
-            checkpoint_path, model=model, model_config=model.config.to_dict(), train_config=config.to_dict(),
-            step=step, ema=ema.state_dict(), optimizer=optimizer.state_dict(), generator=generator, losses=losses,
-            extra={"kind": "autoencoder", "latent_scale": scale},
-        )  # fmt: skip
-
-    bar = tqdm(total=config.steps, disable=not progress, desc="autoencoder")
-    try:
-        while step < config.steps:
-            with _sigint_deferred():  # a step is short: Ctrl-C waits for it to finish
-                index = torch.randint(0, len(images), (config.batch_size,), generator=generator, device=device)
-                parts = autoencoder_loss(model, images[index], config.kl_weight, generator)
-                optimizer.zero_grad(set_to_none=True)
-                parts.loss.backward()
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
-                optimizer.step()
-                ema.update(model)
-                step += 1
-            losses.append(parts.reconstruction.item())
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(mse=f"{sum(losses[-50:]) / 50:.4f}", kl=f"{parts.kl.item():.2f}")
-            if checkpoint_path is not None and step % checkpoint_every == 0 and step < config.steps:
-                save()
-    except KeyboardInterrupt:
-        bar.write(f"interrupted: stopped cleanly after step {step}")
-    finally:
-        bar.close()
-    model.eval()
-    if checkpoint_path is not None:
-        save()
-    else:
-        ema.copy_to(ema_model)
-        fit_latent_scale(ema_model, images)
-    return AutoencoderRun(model, ema_model, losses, step)
-
-
-def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True) -> Autoencoder:
-    """The autoencoder stored in a checkpoint (EMA weights when present and ``use_ema``), in eval mode."""
-    ckpt = load_checkpoint(path)
-    if ckpt.extra.get("kind") != "autoencoder":
-        raise ValueError(f"{path} is not an autoencoder checkpoint (is it a U-Net? use load_unet)")
-    model = Autoencoder(AutoencoderConfig.from_dict(ckpt.model_config))
-    load_weights(model, ckpt.ema if use_ema and ckpt.ema is not None else ckpt.model)
-    return model.to(device).eval()
-
-
 def _check_shape(x: Tensor, expected: tuple[int, ...], what: str) -> None:
     if x.ndim != 4 or tuple(x.shape[1:]) != expected:
         raise ValueError(f"{what} must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """python -m diffusion_lesson.autoencoder: train the autoencoder, write <out> and its sidecar <out>.json."""
-    from diffusion_lesson.data import load_mnist
-    from diffusion_lesson.pretrained import runs_dir, write_sidecar
-    from diffusion_lesson.runtime import get_device
-    from diffusion_lesson.train import positive_int
+@dataclass(frozen=True)
+class AutoencoderObjective(Settings):
+    """``autoencoder_loss`` for the training loop (``training.train``); the batch's labels are not used."""
 
-    run = AutoencoderTrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m diffusion_lesson.autoencoder", description=main.__doc__)
-    parser.add_argument("--steps", type=positive_int, default=run.steps, help="default: %(default)s")
-    parser.add_argument("--batch-size", type=positive_int, default=run.batch_size, help="default: %(default)s")
-    parser.add_argument("--lr", type=float, default=run.lr, help="default: %(default)s")
-    parser.add_argument("--kl-weight", type=float, default=run.kl_weight, help="default: %(default)s")
-    parser.add_argument("--latent-channels", type=positive_int, default=4, help="default: %(default)s")
-    parser.add_argument("--seed", type=int, default=run.seed, help="default: %(default)s")
-    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
-    parser.add_argument("--out", type=Path, default=None, help="default: runs/mnist-autoencoder.pt")
-    parser.add_argument("--checkpoint-every", type=positive_int, default=1000, help="default: %(default)s")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    out = args.out or runs_dir() / "mnist-autoencoder.pt"
-    if out.exists() and not args.overwrite:
-        parser.error(f"{out} exists: pass --overwrite to replace it, or another --out")
-    try:
-        device = get_device(args.device)
-        config = AutoencoderTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                        kl_weight=args.kl_weight, seed=args.seed)  # fmt: skip
-        model = Autoencoder(AutoencoderConfig(latent_channels=args.latent_channels))
-    except (ValueError, RuntimeError) as err:
-        parser.error(str(err))
-    train_images = load_mnist("train", device=device).images
-    print(f"training the autoencoder on {device}: {sum(p.numel() for p in model.parameters()):,} parameters")
-    start = time.perf_counter()
-    result = train_autoencoder(model, train_images, config, out, args.checkpoint_every, progress=not args.quiet)
-    seconds = time.perf_counter() - start
-    write_sidecar(out, "python -m diffusion_lesson.autoencoder", argv, result.step, seconds, device)
-    test_mse = reconstruction_error(result.ema_model, load_mnist("test", device=device).images)
-    print(f"done: {result.step} steps in {seconds:.0f} s, latent scale {result.ema_model.latent_scale.item():.4f}, "
-          f"held-out reconstruction MSE {test_mse:.5f} (pixels in [-1, 1]), saved {out}")  # fmt: skip
-    return 0 if result.step == config.steps else 130
+    kl_weight: float = 1e-4
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    def loss(self, model: Autoencoder, batch: LabeledImages, generator: torch.Generator) -> Tensor:
+        return autoencoder_loss(model, batch.images, self.kl_weight, generator).loss

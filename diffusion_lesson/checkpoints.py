@@ -1,29 +1,31 @@
-"""Save and load training checkpoints safely (taught in notebook 03, used by every later notebook).
+"""One checkpoint format for every model of the course, saved and loaded safely (notebook 03 on).
 
 A checkpoint is one ``torch.save`` file holding only tensors, plain dicts, lists, numbers and
 strings, so ``torch.load(weights_only=True)`` can read it without running any pickled code:
 
-    format            CHECKPOINT_FORMAT, bumped when the layout changes
-    model_config      UNetConfig.to_dict() (AutoencoderConfig.to_dict() for chapter 05's autoencoder)
-    schedule          {"name": "linear" | "cosine", "T": 1000}, or None for a model that is not a
-                      diffusion model (the autoencoder)
+    format            CHECKPOINT_FORMAT, bumped when the layout changes (format 1 files are upgraded on read)
+    kind              what the model is: "unet", "latent-unet", "autoencoder" or "classifier" (KINDS)
+    model_config      the model's settings as a plain dict (UNetConfig.to_dict(), ...)
+    schedule          {"name": "linear" | "cosine", "T": 1000} for a diffusion model, else None
+    objective         the loss's own settings, e.g. {"label_dropout": 0.1} or {"kl_weight": 1e-4}
     train_config      TrainConfig.to_dict() (or {} when the model was not trained by the course)
     step              optimizer steps taken so far
     model, ema        state dicts of the network and of its exponential moving average
     optimizer         the optimizer's state dict (AdamW moments, step counts)
     generator         torch.Generator.get_state(): a uint8 tensor, so a resumed run draws the same noise
     losses            (step,) float32 loss history, for the loss curve
-    extra             a plain dict of model-specific facts, {} by default (chapter 05: the latent
-                      model records the autoencoder it was trained with and its latent scale)
+    extra             a plain dict of model-specific facts (a latent model: the autoencoder it was
+                      trained with and its latent scale; the classifier: its test accuracy)
 
 Writes are atomic: the file is written next to its destination under a temporary name, flushed to
-disk and renamed over the old one, so a crash mid-write leaves the previous checkpoint intact.
+disk and renamed over the old one, so a crash or Ctrl-C mid-write leaves the previous file intact.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,14 +33,17 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+KINDS = ("unet", "latent-unet", "autoencoder", "classifier")
 
 
 class Checkpoint(NamedTuple):
     """The contents of a checkpoint file; see the module docstring for each field."""
 
+    kind: str
     model_config: dict
     schedule: dict | None
+    objective: dict
     train_config: dict
     step: int
     model: dict[str, Tensor]
@@ -48,18 +53,27 @@ class Checkpoint(NamedTuple):
     losses: Tensor
     extra: dict
 
+    def weights(self, use_ema: bool = True) -> dict[str, Tensor]:
+        """The EMA weights when present and ``use_ema``, else the trained ones."""
+        return self.ema if use_ema and self.ema is not None else self.model
 
-class CheckpointMismatchError(ValueError):
+
+class CheckpointError(ValueError):
+    """A file is not a readable checkpoint of the kind asked for; the message says what to do."""
+
+
+class CheckpointMismatchError(CheckpointError):
     """A state dict does not fit the model: names the missing, unexpected and mis-shaped parameters."""
 
 
 def save_checkpoint(
     path: str | os.PathLike,
     *,
+    kind: str,
     model: nn.Module | dict[str, Tensor],
     model_config: dict,
-    schedule_name: str | None = None,
-    T: int | None = None,
+    schedule: dict | None = None,
+    objective: dict | None = None,
     train_config: dict | None = None,
     step: int = 0,
     ema: dict[str, Tensor] | None = None,
@@ -68,20 +82,21 @@ def save_checkpoint(
     losses: Tensor | list[float] | None = None,
     extra: dict | None = None,
 ) -> Path:
-    """Write a checkpoint atomically to ``path`` (parent folders are created); returns the path.
-
-    schedule_name and T go together: both for a diffusion model, neither for an autoencoder.
-    """
-    if (schedule_name is None) != (T is None):
-        raise ValueError(f"give schedule_name and T together or not at all, got {schedule_name!r} and {T!r}")
+    """Write a checkpoint atomically to ``path`` (parent folders are created); returns the path."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}; choose one of {KINDS}")
+    if schedule is not None and set(schedule) != {"name", "T"}:
+        raise ValueError(f"schedule must be {{'name': ..., 'T': ...}} or None, got {schedule!r}")
     if isinstance(model, nn.Module):
         model = model.state_dict()
     if isinstance(generator, torch.Generator):
         generator = generator.get_state()
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
+        "kind": kind,
         "model_config": dict(model_config),
-        "schedule": {"name": str(schedule_name), "T": int(T)} if schedule_name is not None else None,
+        "schedule": {"name": str(schedule["name"]), "T": int(schedule["T"])} if schedule is not None else None,
+        "objective": dict(objective or {}),
         "train_config": dict(train_config or {}),
         "step": int(step),
         "model": _to_cpu(model),
@@ -98,8 +113,16 @@ def save_checkpoint(
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in path's folder, fsync, then os.replace over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """torch.save to a temporary file in path's folder, fsync, then os.replace over ``path``.
+
+    A full disk, a read-only folder or Ctrl-C during the write leaves ``path`` as it was and no
+    temporary file behind; the error names the folder.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write a checkpoint in {path.parent} ({err.strerror}); "
+                      "choose a writable folder") from err  # fmt: skip
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -109,23 +132,53 @@ def atomic_save(obj: Any, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows within one file system
-    except BaseException:  # also Ctrl-C: never leave a half-written temporary file behind
+    except BaseException:  # also Ctrl-C and a full disk: never leave a half-written temporary file behind
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint with ``torch.load(weights_only=True)``: no pickled code is ever run."""
+def load_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> Checkpoint:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: no pickled code is ever run.
+
+    Raises FileNotFoundError for a missing file and CheckpointError for a file that is not a
+    course checkpoint (truncated, another program's, another format) or whose kind is not in ``kinds``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    raw = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise CheckpointError(
+            f"{path} is not a readable diffusion-lesson checkpoint (truncated or another kind of file: {first}); "
+            "pass a file written by python -m diffusion_lesson.train"
+        ) from err
+    if isinstance(raw, dict) and raw.get("format") == 1 and "model_config" in raw:
+        raw = _upgrade_format_1(raw)
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise ValueError(f"{path} is not a diffusion-lesson checkpoint of format {CHECKPOINT_FORMAT} (found {found})")
-    fields = {name: raw[name] for name in Checkpoint._fields if name != "extra"}
-    return Checkpoint(**fields, extra=dict(raw.get("extra") or {}))  # files before chapter 05 have no extra
+        raise CheckpointError(
+            f"{path} is not a diffusion-lesson checkpoint of format {CHECKPOINT_FORMAT} (found {found})"
+        )
+    if raw["kind"] not in kinds:
+        raise CheckpointError(f"{path} holds a model of kind {raw['kind']!r}, but this needs {' or '.join(kinds)}")
+    return Checkpoint(**{name: raw[name] for name in Checkpoint._fields})
+
+
+def _upgrade_format_1(raw: dict) -> dict:
+    """Format 1 (chapters 03-05 before the registry) kept the kind in extra and the loss settings in train_config."""
+    train_config = dict(raw["train_config"])
+    objective = {k: train_config.pop(k) for k in ("label_dropout",) if k in train_config}
+    for key in ("schedule", "T"):
+        train_config.pop(key, None)
+    kind = (raw.get("extra") or {}).get("kind", "unet")
+    extra = {k: v for k, v in (raw.get("extra") or {}).items() if k != "kind"}
+    if kind == "autoencoder":
+        objective = {"kl_weight": train_config.pop("kl_weight")} if "kl_weight" in train_config else {}
+    return {**raw, "format": CHECKPOINT_FORMAT, "kind": kind, "objective": objective,
+            "train_config": train_config, "extra": extra}  # fmt: skip
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
@@ -148,16 +201,6 @@ def load_weights(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
                 lines.append(f"  {title} ({len(names)}): " + ", ".join(names[:8]) + (" ..." if len(names) > 8 else ""))
         raise CheckpointMismatchError("\n".join(lines))
     model.load_state_dict(state_dict)
-
-
-def load_unet(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True) -> nn.Module:
-    """The U-Net stored in a checkpoint, with its EMA weights when present and ``use_ema``, in eval mode."""
-    from diffusion_lesson.unet import UNet, UNetConfig  # here: checkpoints must not need the model to load
-
-    ckpt = load_checkpoint(path)
-    model = UNet(UNetConfig.from_dict(ckpt.model_config))
-    load_weights(model, ckpt.ema if use_ema and ckpt.ema is not None else ckpt.model)
-    return model.to(device).eval()
 
 
 def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

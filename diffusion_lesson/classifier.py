@@ -2,7 +2,7 @@
 
 FID needs a feature map that knows what digits look like. Inception-v3, the usual choice, was
 trained on ImageNet photos at 299x299; a 28x28 digit blown up to that size is far from anything it
-has seen. This small CNN is trained on MNIST itself (python -m diffusion_lesson.classifier), and
+has seen. This small CNN is trained on MNIST itself (python -m diffusion_lesson.train --model classifier), and
 the 128 activations before its last layer are the features:
 
     x (B, 1, 28, 28) in [-1, 1]
@@ -20,31 +20,34 @@ BatchNorm and dropout behave differently in train mode, so features are always t
 
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
-import sys
-import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusion_lesson.checkpoints import atomic_save, load_weights
-from diffusion_lesson.data import LabeledImages, load_mnist, random_batch
-from diffusion_lesson.runtime import get_device, make_generator
+from diffusion_lesson.data import LabeledImages
+from diffusion_lesson.settings import Settings
 
-CLASSIFIER_FORMAT = 1
 FEATURE_DIM = 128
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(Settings):
+    """Settings that define the network: conv width, feature size, dropout before the last layer."""
+
+    width: int = 32
+    feature_dim: int = FEATURE_DIM
+    dropout: float = 0.3
 
 
 class MnistClassifier(nn.Module):
     """Digit classifier; ``features(x)`` is the (B, 128) penultimate activation used by FID."""
 
-    def __init__(self, width: int = 32, feature_dim: int = FEATURE_DIM, dropout: float = 0.3) -> None:
+    def __init__(self, config: ClassifierConfig | None = None) -> None:
         super().__init__()
-        self.config = {"width": width, "feature_dim": feature_dim, "dropout": dropout}
+        self.config = cfg = config or ClassifierConfig()
+        width, feature_dim = cfg.width, cfg.feature_dim
 
         def block(c_in: int, c_out: int) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -54,7 +57,7 @@ class MnistClassifier(nn.Module):
             *block(width, 2 * width), *block(2 * width, 2 * width), nn.MaxPool2d(2),  # (B, 2w, 7, 7)
             nn.Flatten(), nn.Linear(2 * width * 7 * 7, feature_dim),  # (B, feature_dim)
         )  # fmt: skip
-        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(feature_dim, 10))
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(feature_dim, 10))
         self.register_buffer("feature_scale", torch.ones(()))  # set by calibrate_feature_scale
 
     def forward(self, x: Tensor) -> Tensor:
@@ -76,7 +79,7 @@ class MnistClassifier(nn.Module):
         check_digits(x)
         device = next(self.parameters()).device
         parts = [self.embed(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)]
-        return torch.cat(parts) if parts else torch.empty(0, self.config["feature_dim"])
+        return torch.cat(parts) if parts else torch.empty(0, self.config.feature_dim)
 
 
 def check_digits(x: Tensor) -> Tensor:
@@ -86,37 +89,6 @@ def check_digits(x: Tensor) -> Tensor:
     if not x.dtype.is_floating_point:
         raise TypeError(f"expected float pixels in [-1, 1], got {x.dtype}; convert uint8 with data.to_unit_range")
     return x
-
-
-def train_classifier(
-    data: LabeledImages,
-    steps: int = 1500,
-    batch_size: int = 128,
-    lr: float = 3e-3,
-    seed: int = 0,
-    progress: bool = True,
-) -> MnistClassifier:
-    """Train on ``data`` (on its device) with AdamW and a one-cycle learning rate; returns it in eval mode.
-
-    Each batch is shifted by up to 2 pixels (random translation), which is what lifts test
-    accuracy above 99% in a couple of epochs.
-    """
-    from tqdm.auto import tqdm  # here: tqdm.auto picks the notebook widget at call time
-
-    device = data.images.device
-    torch.manual_seed(seed)  # the weight initialisation
-    model = MnistClassifier().to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
-    generator = make_generator(seed, device)
-    for _ in tqdm(range(steps), disable=not progress, desc="classifier"):
-        x, labels = random_batch(data, batch_size, generator)
-        loss = F.cross_entropy(model(random_shift(x, 2, generator)), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-    return calibrate_feature_scale(model.eval(), data.images)
 
 
 @torch.no_grad()
@@ -151,71 +123,14 @@ def accuracy(model: MnistClassifier, data: LabeledImages, batch_size: int = 1000
     return correct / data.images.shape[0]
 
 
-def save_classifier(path: str | Path, model: MnistClassifier, test_accuracy: float) -> Path:
-    """Write the weights (atomically), config and measured test accuracy; loadable with weights_only."""
-    payload = {
-        "format": CLASSIFIER_FORMAT,
-        "kind": "mnist-classifier",
-        "config": dict(model.config),
-        "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "test_accuracy": float(test_accuracy),
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(payload, path)
-    return path
+@dataclass(frozen=True)
+class ClassifierObjective(Settings):
+    """Cross-entropy on digits shifted by up to ``max_shift`` pixels, for the training loop.
 
+    The random shift is what lifts test accuracy above 99% in a couple of epochs.
+    """
 
-def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> MnistClassifier:
-    """A classifier saved by ``save_classifier``, on ``device``, in eval mode."""
-    raw = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(raw, dict) or raw.get("kind") != "mnist-classifier" or raw.get("format") != CLASSIFIER_FORMAT:
-        raise ValueError(f"{path} is not a diffusion-lesson MNIST classifier of format {CLASSIFIER_FORMAT}")
-    model = MnistClassifier(**raw["config"])
-    load_weights(model, raw["weights"])
-    return model.to(device).eval()
+    max_shift: int = 2
 
-
-def load_course_classifier(device: torch.device | str = "cpu") -> MnistClassifier:
-    """The shipped classifier (sha256-checked). FID numbers are comparable only with these same features."""
-    from diffusion_lesson.pretrained import pretrained_path  # here: pretrained imports the model modules
-
-    return load_classifier(pretrained_path("mnist-classifier"), device)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from diffusion_lesson.pretrained import PRETRAINED_DIR, record_in_manifest, runs_dir
-
-    parser = argparse.ArgumentParser(prog="python -m diffusion_lesson.classifier", description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps of batch 128 (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
-    parser.add_argument("--out", type=Path, default=None, help="default: runs/mnist-classifier.pt")
-    parser.add_argument("--ship", action="store_true", help="write into the package's pretrained/ and its manifest")
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"--steps must be a positive integer, got {args.steps}")
-    out = PRETRAINED_DIR / "mnist_classifier.pt" if args.ship else args.out or runs_dir() / "mnist-classifier.pt"
-    device = get_device(args.device)
-    start = time.perf_counter()
-    model = train_classifier(load_mnist("train", device), steps=args.steps, seed=args.seed)
-    seconds = time.perf_counter() - start
-    test_accuracy = accuracy(model, load_mnist("test", device))
-    save_classifier(out, model, test_accuracy)
-    print(f"test accuracy {test_accuracy:.4f} after {args.steps} steps ({seconds:.0f} s on {device}); saved {out}")
-    if args.ship:
-        record = {
-            "command": "python -m diffusion_lesson.classifier " + shlex.join(argv),
-            "steps": args.steps,
-            "test_accuracy": round(test_accuracy, 4),
-            "wall_time_s": round(seconds, 1),
-            "device": f"{device.type} ({torch.get_num_threads()} threads)",
-            "torch": torch.__version__,
-        }
-        print(json.dumps(record_in_manifest("mnist-classifier", out, record), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    def loss(self, model: MnistClassifier, batch: LabeledImages, generator: torch.Generator) -> Tensor:
+        return F.cross_entropy(model(random_shift(batch.images, self.max_shift, generator)), batch.labels)

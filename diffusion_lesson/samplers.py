@@ -212,12 +212,15 @@ def run_sampler(
         outputs.append(x)
         if return_trajectory:
             trajectories.append((torch.stack(xs), torch.stack(x0s)))
-    trajectory = None
-    if return_trajectory:
-        xt_all = torch.cat([xs for xs, _ in trajectories], dim=1)
-        x0_all = torch.cat([x0s for _, x0s in trajectories], dim=1)
-        trajectory = Trajectory(xt_all, x0_all, timesteps.clone())
+    trajectory = _join_chunks(trajectories, timesteps) if return_trajectory else None
     return Samples(torch.cat(outputs), trajectory)
+
+
+def _join_chunks(trajectories: list[tuple[Tensor, Tensor]], timesteps: Tensor) -> Trajectory:
+    """One trajectory from the chunks' (S, b, ...) states, joined along the batch axis."""
+    xt_all = torch.cat([xs for xs, _ in trajectories], dim=1)
+    x0_all = torch.cat([x0s for _, x0s in trajectories], dim=1)
+    return Trajectory(xt_all, x0_all, timesteps.clone())
 
 
 def _check_step(xt: Tensor, t: int, schedule: Schedule) -> None:

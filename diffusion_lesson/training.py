@@ -1,13 +1,17 @@
-"""Training the epsilon predictor: the simple loss (DDPM Algorithm 1), EMA and the loop (notebook 03).
+"""One training loop for every model of the course: the U-Net (notebook 03), the autoencoder (05), the classifier (06).
 
-Algorithm 1 of DDPM, one step:  x0 ~ data,  t ~ Uniform{0, ..., T-1},  eps ~ N(0, I),
-    take a gradient step on  || eps - eps_theta(sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, t) ||^2
+The loop knows nothing about diffusion. It takes a model and an *objective*, an object whose
+``loss(model, batch, generator)`` turns a batch drawn from the data set into a scalar loss; the
+diffusion objective is DDPM's simple loss (``losses.DiffusionObjective``). Around it the loop does
+what every model needs:
 
-The loop draws batches by index from the whole data set held as one tensor on the device, uses
-AdamW with a linear warm-up, clips the gradient norm, keeps an EMA of the weights and records the
-loss at every step. All randomness (batches, t, eps, label dropout) comes from one generator whose
-state is saved with the checkpoint, so training k steps, saving, loading and training the rest
-gives the same weights as training without a break. Ctrl-C stops after the step in progress.
+- batches drawn by index from the whole data set held as one tensor on the device;
+- AdamW with a linear warm-up and (``decay_lr``) a half-cosine decay to 0, gradient clipping;
+- an EMA of the weights, which is what gets sampled and shipped;
+- the loss recorded at every step (copied to the host once per log, not once per step);
+- one generator for all randomness, saved with the checkpoint, so training k steps, saving,
+  resuming and training the rest gives the same weights as one run (exact resume);
+- Ctrl-C stops after the step in progress; a checkpoint write is atomic.
 """
 
 from __future__ import annotations
@@ -18,30 +22,27 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from diffusion_lesson.checkpoints import load_checkpoint, load_weights, save_checkpoint
+from diffusion_lesson.checkpoints import Checkpoint, load_weights, save_checkpoint
 from diffusion_lesson.data import LabeledImages, random_batch
-from diffusion_lesson.forward import q_sample
-from diffusion_lesson.runtime import make_generator, randn_like
-from diffusion_lesson.schedules import Schedule, make_schedule
-from diffusion_lesson.unet import UNet, UNetConfig
+from diffusion_lesson.runtime import make_generator
+from diffusion_lesson.settings import Settings
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one training run; stored in checkpoints as a plain dict (``to_dict``).
+class TrainConfig(Settings):
+    """Settings of the loop, whatever the model; stored in checkpoints as a plain dict.
 
     lr rises linearly from 0 over warmup_steps, stays flat, and (decay_lr) falls along a half
     cosine to 0 at the last step. ema_decay is the EMA's final decay; it warms up as
     min(ema_decay, (1 + n) / (10 + n)) after n updates. grad_clip <= 0 turns clipping off.
-    bf16_autocast and channels_last are speed options, off by default: measure them with
-    benchmarks/train_throughput.py. (On the 2-core development CPU one run measured them faster,
-    bf16 1.7x, but their effect on sample quality there is untested.)
+    bf16_autocast and channels_last are speed options: measure them (benchmarks/).
     """
 
     steps: int = 2400
@@ -53,60 +54,33 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     seed: int = 0
-    schedule: str = "linear"
-    T: int = 1000
-    label_dropout: float = 0.0
     bf16_autocast: bool = False
     channels_last: bool = False
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0 or self.lr <= 0:
-            raise ValueError("TrainConfig needs steps >= 0, batch_size >= 1, warmup_steps >= 0 and lr > 0")
-        if not 0 <= self.ema_decay < 1 or not 0 <= self.label_dropout < 1:
-            raise ValueError("ema_decay and label_dropout must lie in [0, 1)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}")
-        return cls(**d)
+        if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0 or not self.lr > 0:
+            raise ValueError(
+                f"TrainConfig needs steps >= 0, batch_size >= 1, warmup_steps >= 0 and lr > 0; got steps "
+                f"{self.steps}, batch_size {self.batch_size}, warmup_steps {self.warmup_steps}, lr {self.lr}"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
 
 
-def simple_loss(
-    model: nn.Module,
-    x0: Tensor,
-    schedule: Schedule,
-    generator: torch.Generator | None = None,
-    labels: Tensor | None = None,
-    label_dropout: float = 0.0,
-) -> Tensor:
-    """L_simple = E ||eps - eps_theta(x_t, t)||^2 with t uniform in [0, T), DDPM eq. 14 / Algorithm 1.
+class Objective(Protocol):
+    """What the loop minimises: ``loss`` of one batch, and the settings that define it (``to_dict``)."""
 
-    x0: (B, C, H, W); labels: (B,) long or None. With label_dropout > 0 each label is replaced by
-    the model's "no class" index (num_classes) with that probability (classifier-free guidance).
-    Returns a scalar: the mean over the batch and every pixel.
-    """
-    B = x0.shape[0]
-    t = torch.randint(0, schedule.T, (B,), generator=generator, device=x0.device)  # (B,)
-    eps = randn_like(x0, generator)
-    xt = q_sample(x0, t, schedule, noise=eps)
-    if labels is not None and label_dropout > 0:
-        num_classes = model.config.num_classes
-        drop = torch.rand(B, generator=generator, device=x0.device) < label_dropout
-        labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
-    eps_pred = model(xt, t, labels)
-    return F.mse_loss(eps_pred.float(), eps)
+    def loss(self, model: nn.Module, batch: LabeledImages, generator: torch.Generator) -> Tensor: ...
+
+    def to_dict(self) -> dict: ...
 
 
 class EMA:
     """Exponential moving average of a model's floating-point state: shadow <- d * shadow + (1 - d) * w.
 
     d = min(decay, (1 + n) / (10 + n)) after n updates, so early shadows are not stuck near the
-    random initial weights (decay=0 makes the shadow a copy of the latest weights).
+    random initial weights (decay=0 makes the shadow a copy of the latest weights). Integer
+    buffers (counters) are copied.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
@@ -145,70 +119,58 @@ class EMA:
 
 @dataclass
 class TrainState:
-    """Everything a run needs to continue: built by ``start_training`` or ``resume_training``."""
+    """Everything a run needs to continue: built by ``start_training``, restored by ``restore_training``."""
 
-    model: UNet
+    kind: str  # the checkpoint kind: "unet", "latent-unet", "autoencoder" or "classifier"
+    model: nn.Module
+    objective: Objective
     config: TrainConfig
-    schedule: Schedule
     optimizer: torch.optim.Optimizer
     ema: EMA
     generator: torch.Generator
     step: int = 0
     losses: list[float] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)  # saved with the checkpoint (chapter 05: the autoencoder used)
+    extra: dict = field(default_factory=dict)  # saved with the checkpoint (a latent model: its autoencoder)
 
-    def ema_model(self) -> UNet:
-        """A fresh copy of the model holding the EMA weights, in eval mode (use it for sampling)."""
-        model = UNet(self.model.config).to(next(self.model.parameters()).device)
+    def ema_model(self) -> nn.Module:
+        """A fresh copy of the model holding the EMA weights, in eval mode (sample or ship this one)."""
+        model = type(self.model)(self.model.config).to(next(self.model.parameters()).device)
         return self.ema.copy_to(model).eval()
 
 
-def start_training(model: UNet, config: TrainConfig, device: torch.device | str | None = None) -> TrainState:
+def start_training(
+    model: nn.Module, objective: Objective, config: TrainConfig, device: torch.device | str | None = None,
+    kind: str = "unet",
+) -> TrainState:  # fmt: skip
     """A fresh run: model on ``device``, AdamW, EMA and a generator seeded with config.seed."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     memory_format = torch.channels_last if config.channels_last else torch.preserve_format
     model = model.to(device=device, memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = make_schedule(config.schedule, config.T).to(device)
     generator = make_generator(config.seed, device)
-    return TrainState(model, config, schedule, optimizer, EMA(model, config.ema_decay), generator)
+    return TrainState(kind, model, objective, config, optimizer, EMA(model, config.ema_decay), generator)
 
 
-def save_training(state: TrainState, path: str | os.PathLike) -> None:
-    """Checkpoint the whole run (atomically): weights, EMA, optimizer, step, generator, losses."""
-    save_checkpoint(
-        path,
-        model=state.model,
-        model_config=state.model.config.to_dict(),
-        schedule_name=state.schedule.name,
-        T=state.schedule.T,
-        train_config=state.config.to_dict(),
-        step=state.step,
-        ema=state.ema.state_dict(),
-        optimizer=state.optimizer.state_dict(),
-        generator=state.generator,
-        losses=state.losses,
-        extra=state.extra,
-    )
-
-
-def resume_training(
-    path: str | os.PathLike, device: torch.device | str = "cpu", config: TrainConfig | None = None
-) -> TrainState:
-    """Rebuild a run from its checkpoint so that ``train`` continues it exactly.
-
-    ``config`` may replace the saved TrainConfig (e.g. more steps); the model config always comes
-    from the checkpoint.
-    """
-    ckpt = load_checkpoint(path)
-    config = config or TrainConfig.from_dict(ckpt.train_config)
-    state = start_training(UNet(UNetConfig.from_dict(ckpt.model_config)), config, device)
+def restore_training(state: TrainState, ckpt: Checkpoint) -> TrainState:
+    """Put a checkpoint's weights, EMA, optimizer, generator, step and losses into a fresh state; returns it."""
     load_weights(state.model, ckpt.model)
     state.ema.load_state_dict(ckpt.ema, num_updates=ckpt.step)
     state.optimizer.load_state_dict(ckpt.optimizer)
     state.generator.set_state(ckpt.generator)
-    state.step, state.losses, state.extra = ckpt.step, ckpt.losses.tolist(), ckpt.extra
+    state.step, state.losses, state.extra = ckpt.step, ckpt.losses.tolist(), dict(ckpt.extra)
     return state
+
+
+def save_training(state: TrainState, path: str | os.PathLike) -> None:
+    """Checkpoint the whole run (atomically): weights, EMA, optimizer, step, generator, losses."""
+    objective = state.objective.to_dict()
+    schedule = getattr(state.objective, "schedule", None)
+    save_checkpoint(
+        path, kind=state.kind, model=state.model, model_config=state.model.config.to_dict(),
+        schedule={"name": schedule.name, "T": schedule.T} if schedule is not None else None,
+        objective=objective, train_config=state.config.to_dict(), step=state.step, ema=state.ema.state_dict(),
+        optimizer=state.optimizer.state_dict(), generator=state.generator, losses=state.losses, extra=state.extra,
+    )  # fmt: skip
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -222,25 +184,41 @@ def lr_at(step: int, config: TrainConfig) -> float:
 
 
 def train_step(state: TrainState, data: LabeledImages) -> Tensor:
-    """One step of Algorithm 1: ``backward_step`` then ``update_step``; returns the detached loss."""
+    """One step: ``backward_step`` then ``update_step``; returns the detached loss."""
     loss = backward_step(state, data)
     update_step(state)
     return loss
 
 
 def backward_step(state: TrainState, data: LabeledImages) -> Tensor:
-    """Draw a batch by index, compute the simple loss and its gradients; returns the detached loss."""
-    cfg, device = state.config, state.generator.device
-    x0, labels = random_batch(data, cfg.batch_size, state.generator)
-    if state.model.config.num_classes is None:
-        labels = None
+    """Draw a batch by index, compute the objective's loss and its gradients; returns the detached loss."""
+    cfg = state.config
+    batch = random_batch(data, cfg.batch_size, state.generator)
     if cfg.channels_last:
-        x0 = x0.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
-        loss = simple_loss(state.model, x0, state.schedule, state.generator, labels, cfg.label_dropout)
+        batch = LabeledImages(batch.images.contiguous(memory_format=torch.channels_last), batch.labels)
+    with _autocast(state.generator.device, cfg.bf16_autocast), _global_rng_fixed_by_step(state):
+        loss = state.objective.loss(state.model, batch, state.generator)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return loss.detach()
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast when enabled; otherwise nothing at all (older torch refuses even a disabled mps autocast)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _global_rng_fixed_by_step(state: TrainState) -> Iterator[None]:
+    """Modules that draw from torch's global generator (dropout) get a stream fixed by (seed, step).
+
+    So a resumed run draws the same dropout masks as an unbroken one. The caller's global random
+    state is put back afterwards (on the CPU and the run's CUDA device).
+    """
+    device = state.generator.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(state.config.seed * 1_000_003 + state.step)
+        yield
 
 
 def update_step(state: TrainState) -> None:
@@ -271,10 +249,8 @@ def train(
     training like Ctrl-C does. With ``checkpoint_path`` the run is saved every ``checkpoint_every``
     steps and when it stops.
     """
-    from tqdm.auto import tqdm  # here: tqdm.auto picks the notebook widget at call time
-
     state.model.train()
-    bar = tqdm(total=state.config.steps, initial=state.step, disable=not progress, desc="training")
+    bar = tqdm(total=state.config.steps, initial=state.step, disable=not progress, desc=f"training {state.kind}")
     pending: list[Tensor] = []  # losses not yet copied to the host: one sync per log, not per step
     try:
         while state.step < state.config.steps:

@@ -19,15 +19,17 @@ so odd latent sizes such as 4x7x7 (notebook 05) work too.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffusion_lesson.settings import Settings
+
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(Settings):
     """Settings that define the network; stored in checkpoints as a plain dict (``to_dict``).
 
     in_channels: channels of x_t (1 for MNIST, 4 for chapter 05's latents)
@@ -73,21 +75,6 @@ class UNetConfig:
     def widths(self) -> tuple[int, ...]:
         """Channels at each level: base_channels * channel_mults[i]."""
         return tuple(self.base_channels * m for m in self.channel_mults)
-
-    def to_dict(self) -> dict:
-        """Plain dict of ints, bools, lists and None: safe for torch.load(weights_only=True)."""
-        d = asdict(self)
-        d["channel_mults"] = list(self.channel_mults)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> UNetConfig:
-        """Inverse of ``to_dict``; unknown keys raise so a typo is not silently dropped."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown UNetConfig keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:

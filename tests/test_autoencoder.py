@@ -8,23 +8,16 @@ from diffusion_lesson import autoencoder as ae_module
 from diffusion_lesson.autoencoder import (
     Autoencoder,
     AutoencoderConfig,
-    AutoencoderTrainConfig,
+    AutoencoderObjective,
     fit_latent_scale,
-    load_autoencoder,
     reconstruction_error,
-    train_autoencoder,
 )
-from diffusion_lesson.checkpoints import save_checkpoint
+from diffusion_lesson.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from diffusion_lesson.cli.finish import finish_run
 from diffusion_lesson.data import DATA_ENV_VAR, LabeledImages, data_root, load_mnist
-from diffusion_lesson.latent import (
-    decode_states,
-    encode_dataset,
-    latent_extra,
-    latent_unet_config,
-    load_course_latent_model,
-    load_latent_pair,
-)
-from diffusion_lesson.pretrained import load_course_autoencoder
+from diffusion_lesson.latent import decode_states, encode_dataset, latent_extra, latent_unet_config
+from diffusion_lesson.losses import DiffusionObjective
+from diffusion_lesson.models import load_course_model, load_model
 from diffusion_lesson.runtime import make_generator
 from diffusion_lesson.samplers import sample_ddim, sample_ddpm
 from diffusion_lesson.schedules import make_schedule
@@ -100,20 +93,24 @@ def test_short_training_run_reconstructs_held_out_digits(mnist_test, tmp_path):
     For scale: predicting the mean training image gives 0.26 on the same 500 digits; this run
     measured 0.045 when the test was written (the shipped autoencoder: 0.0046).
     """
-    train_images = load_mnist("train").images[:2000]
+    train_data = LabeledImages(load_mnist("train").images[:2000], torch.zeros(2000, dtype=torch.long))
     held_out = mnist_test.images[:500]
-    config = AutoencoderTrainConfig(steps=150, batch_size=32, lr=3e-3, warmup_steps=20, ema_decay=0.0)
-    run = train_autoencoder(Autoencoder(TINY), train_images, config, tmp_path / "ae.pt", progress=False)
-    mse = reconstruction_error(run.ema_model, held_out)
-    baseline = (held_out - train_images.mean(0)).square().mean().item()
+    config = TrainConfig(steps=150, batch_size=32, lr=3e-3, warmup_steps=20, ema_decay=0.0, decay_lr=False, grad_clip=0)
+    torch.manual_seed(0)
+    state = start_training(Autoencoder(TINY), AutoencoderObjective(), config, kind="autoencoder")
+    train(state, train_data, checkpoint_path=tmp_path / "ae.pt", progress=False)
+    finish_run(state, train_data, tmp_path / "ae.pt")  # fits the latent scale into the EMA weights, saves again
+    ema_model = state.ema_model()
+    mse = reconstruction_error(ema_model, held_out)
+    baseline = (held_out - train_data.images.mean(0)).square().mean().item()
     assert mse < 0.08 < baseline, (mse, baseline)
-    assert run.ema_model.encode(train_images).std().item() == pytest.approx(1.0, abs=1e-3)
+    assert ema_model.encode(train_data.images).std().item() == pytest.approx(1.0, abs=1e-3)
     # the checkpoint holds only plain data (weights_only) and brings back the same model and scale
     raw = torch.load(tmp_path / "ae.pt", weights_only=True)
-    assert raw["schedule"] is None and raw["extra"]["kind"] == "autoencoder"
-    loaded = load_autoencoder(tmp_path / "ae.pt")
-    assert loaded.latent_scale.item() == pytest.approx(run.ema_model.latent_scale.item())
-    torch.testing.assert_close(loaded.encode(held_out[:8]), run.ema_model.encode(held_out[:8]))
+    assert raw["schedule"] is None and raw["kind"] == "autoencoder"
+    loaded = load_model(tmp_path / "ae.pt").model
+    assert loaded.latent_scale.item() == pytest.approx(ema_model.latent_scale.item())
+    torch.testing.assert_close(loaded.encode(held_out[:8]), ema_model.encode(held_out[:8]))
 
 
 def test_ctrl_c_stops_after_the_step_and_saves(tmp_path, monkeypatch):
@@ -127,16 +124,18 @@ def test_ctrl_c_stops_after_the_step_and_saves(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ae_module, "autoencoder_loss", interrupting)
-    config = AutoencoderTrainConfig(steps=10, batch_size=8)
-    run = train_autoencoder(Autoencoder(TINY), images, config, tmp_path / "ae.pt", progress=False)
-    assert run.step == 3 and len(run.losses) == 3
+    state = start_training(Autoencoder(TINY), AutoencoderObjective(), TrainConfig(steps=10, batch_size=8),
+                           kind="autoencoder")  # fmt: skip
+    train(state, LabeledImages(images, torch.zeros(64, dtype=torch.long)), checkpoint_path=tmp_path / "ae.pt",
+          progress=False)  # fmt: skip
+    assert state.step == 3 and len(state.losses) == 3
     assert torch.load(tmp_path / "ae.pt", weights_only=True)["step"] == 3
 
 
 @needs_mnist
 def test_shipped_autoencoder_round_trip(mnist_test):
     """decode(encode(x)) of 1,000 held-out digits: MSE below 0.01 per pixel in [-1, 1] (measured 0.0046)."""
-    loaded = load_course_autoencoder(prefer_own=False)
+    loaded = load_course_model("mnist-autoencoder", prefer_own=False)
     x = mnist_test.images[:1000]
     assert reconstruction_error(loaded.model, x) < 0.01
     # its scale, fit on the training set, brings held-out latents near unit variance too
@@ -151,8 +150,11 @@ def test_latent_model_runs_through_the_same_training_loop_and_samplers(tmp_path)
     assert latents.images.shape == (32, 4, 7, 7) and torch.equal(latents.labels, images.labels)
     config = latent_unet_config(autoencoder.config, base_channels=8)
     assert (config.in_channels, config.image_size, config.patch_size) == (4, 7, 1)
-    state = start_training(UNet(config), TrainConfig(steps=3, batch_size=4, warmup_steps=1, T=20))
-    state.extra = latent_extra(autoencoder, "tiny-ae.pt")
+    objective = DiffusionObjective(make_schedule("linear", 20))
+    state = start_training(
+        UNet(config), objective, TrainConfig(steps=3, batch_size=4, warmup_steps=1), kind="latent-unet"
+    )
+    state.extra = latent_extra(autoencoder, str(tmp_path / "tiny-ae.pt"))
     train(state, latents, checkpoint_path=tmp_path / "latent.pt", progress=False)
     assert state.step == 3 and len(state.losses) == 3
 
@@ -162,23 +164,21 @@ def test_latent_model_runs_through_the_same_training_loop_and_samplers(tmp_path)
     assert ddim.x0.shape == ddpm.x0.shape == (3, 4, 7, 7) and ddim.trajectory.xt.shape == (5, 3, 4, 7, 7)
     assert decode_states(autoencoder, ddim.trajectory.x0_pred).shape == (5, 3, 1, 28, 28)
 
-    save_checkpoint(tmp_path / "tiny-ae.pt", model=autoencoder, model_config=TINY.to_dict(),
-                    extra={"kind": "autoencoder"})  # fmt: skip
-    pair = load_latent_pair(tmp_path / "latent.pt", tmp_path / "tiny-ae.pt")
-    assert pair.unet.config == config and pair.schedule.T == 20
+    save_checkpoint(tmp_path / "tiny-ae.pt", kind="autoencoder", model=autoencoder, model_config=TINY.to_dict())
+    pair = load_model(tmp_path / "latent.pt")  # finds the autoencoder it records
+    assert pair.model.config == config and pair.schedule.T == 20 and pair.autoencoder.config == TINY
+    assert load_checkpoint(tmp_path / "latent.pt").kind == "latent-unet"
     other = Autoencoder(TINY)
-    save_checkpoint(tmp_path / "other.pt", model=other, model_config=TINY.to_dict(), extra={"kind": "autoencoder"})
-    with pytest.raises(ValueError, match="do not belong together"):
-        load_latent_pair(tmp_path / "latent.pt", tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not an autoencoder checkpoint"):
-        load_autoencoder(tmp_path / "latent.pt")
-    with pytest.raises(ValueError, match="not a latent diffusion model"):
-        load_latent_pair(tmp_path / "tiny-ae.pt")
+    save_checkpoint(tmp_path / "other.pt", kind="autoencoder", model=other, model_config=TINY.to_dict())
+    with pytest.raises(CheckpointError, match="do not belong together"):
+        load_model(tmp_path / "latent.pt", autoencoder=tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="holds a model of kind 'latent-unet', but this needs autoencoder"):
+        load_model(tmp_path / "latent.pt", kinds=("autoencoder",))
 
 
 def test_shipped_latent_model_samples_decode_to_digits_shape():
-    pair = load_course_latent_model(prefer_own=False)
-    assert pair.unet.config.in_channels == 4 and "shipped" in pair.description
-    z = sample_ddim(pair.unet, (2, 4, 7, 7), pair.schedule, steps=3, generator=make_generator(0)).x0
+    pair = load_course_model("mnist-latent-unet", prefer_own=False)
+    assert pair.model.config.in_channels == 4 and "shipped" in pair.description
+    z = sample_ddim(pair.model, (2, 4, 7, 7), pair.schedule, steps=3, generator=make_generator(0)).x0
     images = decode_states(pair.autoencoder, z)
     assert images.shape == (2, 1, 28, 28) and torch.isfinite(images).all()

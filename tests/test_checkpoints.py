@@ -8,13 +8,14 @@ import torch
 
 from diffusion_lesson import checkpoints
 from diffusion_lesson.checkpoints import (
+    CheckpointError,
     CheckpointMismatchError,
     load_checkpoint,
-    load_unet,
     load_weights,
     save_checkpoint,
     sha256_of,
 )
+from diffusion_lesson.models import load_model
 from diffusion_lesson.unet import UNet, UNetConfig
 
 CONFIG = UNetConfig(base_channels=8, norm_groups=4, num_classes=10)
@@ -29,10 +30,11 @@ def _save(path, model, step=7, **extra):
     ema = {k: v + 1 for k, v in model.state_dict().items()}
     save_checkpoint(
         path,
+        kind="unet",
         model=model,
         model_config=model.config.to_dict(),
-        schedule_name="cosine",
-        T=1000,
+        schedule={"name": "cosine", "T": 1000},
+        objective={"label_dropout": 0.1},
         train_config={"steps": 10, "lr": 1e-3},
         step=step,
         ema=ema,
@@ -49,7 +51,8 @@ def test_round_trip(tmp_path):
     optimizer, generator, ema = _save(tmp_path / "run.pt", model)
     ckpt = load_checkpoint(tmp_path / "run.pt")
     assert UNetConfig.from_dict(ckpt.model_config) == CONFIG
-    assert ckpt.schedule == {"name": "cosine", "T": 1000}
+    assert ckpt.kind == "unet" and ckpt.schedule == {"name": "cosine", "T": 1000}
+    assert ckpt.objective == {"label_dropout": 0.1}
     assert ckpt.train_config == {"steps": 10, "lr": 1e-3}
     assert ckpt.step == 7
     for k, v in model.state_dict().items():
@@ -64,14 +67,35 @@ def test_round_trip(tmp_path):
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
 
 
-def test_load_unet_uses_ema_weights_when_asked(tmp_path):
+def test_loading_uses_ema_weights_when_asked(tmp_path):
     model = UNet(CONFIG)
     _, _, ema = _save(tmp_path / "run.pt", model)
-    with_ema, raw = load_unet(tmp_path / "run.pt"), load_unet(tmp_path / "run.pt", use_ema=False)
-    assert not with_ema.training
-    for k, v in with_ema.state_dict().items():
-        assert torch.equal(v, ema[k])
-        assert torch.equal(raw.state_dict()[k], model.state_dict()[k])
+    ckpt = load_checkpoint(tmp_path / "run.pt")
+    loaded = load_model(tmp_path / "run.pt")
+    assert not loaded.model.training and loaded.schedule.name == "cosine" and loaded.kind == "unet"
+    for k, v in loaded.model.state_dict().items():
+        assert torch.equal(v, ema[k]) and torch.equal(ckpt.weights()[k], ema[k])
+        assert torch.equal(ckpt.weights(use_ema=False)[k], model.state_dict()[k])
+
+
+def test_a_format_1_file_from_an_earlier_course_version_is_upgraded_on_read(tmp_path):
+    model = UNet(CONFIG)
+    old = {
+        "format": 1, "model_config": CONFIG.to_dict(), "schedule": {"name": "cosine", "T": 1000},
+        "train_config": {"steps": 4, "schedule": "cosine", "T": 1000, "label_dropout": 0.2, "lr": 1e-3},
+        "step": 4, "model": model.state_dict(), "ema": None, "optimizer": None, "generator": None,
+        "losses": torch.zeros(4), "extra": {},
+    }  # fmt: skip
+    torch.save(old, tmp_path / "old.pt")
+    ckpt = load_checkpoint(tmp_path / "old.pt")
+    assert ckpt.kind == "unet" and ckpt.objective == {"label_dropout": 0.2}
+    assert ckpt.train_config == {"steps": 4, "lr": 1e-3} and ckpt.schedule["name"] == "cosine"
+
+
+def test_a_checkpoint_of_another_kind_is_refused_by_name(tmp_path):
+    _save(tmp_path / "run.pt", UNet(CONFIG))
+    with pytest.raises(CheckpointError, match="holds a model of kind 'unet', but this needs autoencoder"):
+        load_checkpoint(tmp_path / "run.pt", kinds=("autoencoder",))
 
 
 def test_interrupted_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
@@ -100,14 +124,30 @@ def test_loading_never_unpickles_code(tmp_path):
             return (print, ("this would run arbitrary code",))
 
     path = tmp_path / "evil.pt"
-    torch.save({"format": 1, "payload": Evil()}, path)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    torch.save({"format": 2, "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="not a readable diffusion-lesson checkpoint") as info:
         load_checkpoint(path)
+    assert isinstance(info.value.__cause__, pickle.UnpicklingError)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a checkpoint", b"PK\x03\x04truncated"])
+def test_garbage_and_truncated_files_get_a_message_not_a_traceback(tmp_path, content):
+    (tmp_path / "bad.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a readable diffusion-lesson checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_a_truncated_real_checkpoint_is_refused(tmp_path):
+    _save(tmp_path / "run.pt", UNet(CONFIG))
+    data = (tmp_path / "run.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
 
 
 def test_not_a_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="is not a diffusion-lesson checkpoint of format 1"):
+    with pytest.raises(CheckpointError, match="is not a diffusion-lesson checkpoint of format 2"):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -3,16 +3,10 @@
 import pytest
 import torch
 
-from diffusion_lesson.classifier import (
-    MnistClassifier,
-    accuracy,
-    calibrate_feature_scale,
-    load_classifier,
-    load_course_classifier,
-    random_shift,
-    save_classifier,
-)
+from diffusion_lesson.checkpoints import CheckpointError, save_checkpoint
+from diffusion_lesson.classifier import MnistClassifier, accuracy, calibrate_feature_scale, random_shift
 from diffusion_lesson.data import DATA_ENV_VAR, data_root, load_mnist
+from diffusion_lesson.models import load_course_model, load_model
 
 needs_mnist = pytest.mark.skipif(
     not (data_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file(), reason=f"MNIST not under {DATA_ENV_VAR}"
@@ -21,7 +15,7 @@ needs_mnist = pytest.mark.skipif(
 
 @needs_mnist
 def test_shipped_classifier_reaches_99_percent_on_the_test_set():
-    assert accuracy(load_course_classifier(), load_mnist("test")) >= 0.99
+    assert accuracy(load_course_model("mnist-classifier").model, load_mnist("test")) >= 0.99
 
 
 def test_features_are_taken_in_eval_mode_whatever_mode_the_model_was_in():
@@ -67,12 +61,11 @@ def test_random_shift_moves_each_image_within_the_limit():
 def test_save_and_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = MnistClassifier().eval()
-    path = save_classifier(tmp_path / "c.pt", model, test_accuracy=0.5)
+    path = save_checkpoint(tmp_path / "c.pt", kind="classifier", model=model, model_config=model.config.to_dict())
     x = torch.rand(3, 1, 28, 28) * 2 - 1
-    torch.testing.assert_close(load_classifier(path).features(x), model.features(x))
-    torch.save({"format": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a diffusion-lesson MNIST classifier"):
-        load_classifier(tmp_path / "other.pt")
+    torch.testing.assert_close(load_model(path, kinds=("classifier",)).model.features(x), model.features(x))
+    with pytest.raises(CheckpointError, match="kind 'classifier', but this needs unet"):
+        load_model(path, kinds=("unet",))
 
 
 def test_feature_scale_gives_unit_mean_square_features():

@@ -6,12 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
-from diffusion_lesson import autoencoder as autoencoder_cli
-from diffusion_lesson import pretrained
-from diffusion_lesson import sample as sample_cli
-from diffusion_lesson import train as train_cli
+from diffusion_lesson import models
 from diffusion_lesson.checkpoints import load_checkpoint
+from diffusion_lesson.cli import sample as sample_cli
+from diffusion_lesson.cli import train as train_cli
 from diffusion_lesson.data import DATA_ENV_VAR, data_root
 
 needs_mnist = pytest.mark.skipif(
@@ -52,7 +52,10 @@ def test_train_resumes_and_refuses_to_clobber(tiny_run, tmp_path, capsys):
     ("flags", "message"),
     [
         (["--steps", "0"], "must be a positive integer"),
-        (["--steps", "many"], "invalid positive_int value"),
+        (["--steps", "many"], "must be a positive integer, got 'many'"),
+        (["--lr", "0"], "must be a number > 0"),
+        (["--ema-decay", "1"], "must lie in [0, 1)"),
+        (["--model", "gan"], "invalid choice"),
         (["--schedule", "quadratic"], "invalid choice"),
         (["--dataset", "cifar10"], "invalid choice"),
         (["--device", "gpu"], "unknown device"),
@@ -91,7 +94,7 @@ def test_sample_from_the_shipped_model_with_ddpm(tmp_path):
         (["--out", "samples.png"], "must end in .npz"),
         (["--out", "/nonexistent/folder/s.npz"], "does not exist"),
         (["--steps", "1001"], "at most T = 1000"),
-        (["--eta", "-1"], "must be a number >= 0"),
+        (["--eta", "-1"], "must be a finite number >= 0"),
         (["--sampler", "euler"], "invalid choice"),
         (["--checkpoint", "/nonexistent.pt"], "no file at"),
     ],
@@ -106,7 +109,7 @@ def test_sample_rejects_bad_flags(flags, message, capsys, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module", ["diffusion_lesson.train", "diffusion_lesson.sample", "diffusion_lesson.autoencoder"]
+    "module", ["diffusion_lesson.train", "diffusion_lesson.sample", "diffusion_lesson.fid", "diffusion_lesson.ship"]
 )
 def test_help_runs_as_a_module(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
@@ -125,14 +128,17 @@ def test_sample_latent_from_the_shipped_pair(tmp_path):
 
 
 def test_sample_refuses_to_mix_up_pixel_and_latent_files(tmp_path, capsys):
-    shipped_ae = str(pretrained.pretrained_path("mnist-autoencoder"))
-    shipped_latent = str(pretrained.pretrained_path("mnist-latent-unet"))
+    shipped_ae = str(models.pretrained_path("mnist-autoencoder"))
+    shipped_latent = str(models.pretrained_path("mnist-latent-unet"))
     base = ["--n", "2", "--seed", "0", "--out", str(tmp_path / "s.npz"), "--device", "cpu"]
     for flags, message in [
         (["--autoencoder", shipped_ae], "--autoencoder needs --model latent"),
-        (["--checkpoint", shipped_ae], "holds an autoencoder, not a pixel-space model"),
+        (["--checkpoint", shipped_ae], "holds a model of kind 'autoencoder', but this needs unet"),
         (["--checkpoint", shipped_latent], "for a latent model pass --model latent"),
-        (["--model", "latent", "--checkpoint", shipped_ae], "is not a latent diffusion model"),
+        (
+            ["--model", "latent", "--checkpoint", shipped_ae],
+            "holds a model of kind 'autoencoder', but this needs latent-unet",
+        ),
         (["--model", "latent", "--autoencoder", str(tmp_path / "none.pt")], "--autoencoder: no file at"),
     ]:
         with pytest.raises(SystemExit) as info:
@@ -143,12 +149,12 @@ def test_sample_refuses_to_mix_up_pixel_and_latent_files(tmp_path, capsys):
 @pytest.mark.slow
 @needs_mnist
 def test_train_latent_with_the_shipped_autoencoder(tmp_path, monkeypatch):
-    monkeypatch.setenv(pretrained.RUNS_ENV_VAR, str(tmp_path))  # no runs/mnist-autoencoder.pt: the shipped one
+    monkeypatch.setenv(models.RUNS_ENV_VAR, str(tmp_path))  # no runs/mnist-autoencoder.pt: the shipped one
     out = tmp_path / "latent.pt"
     assert train_cli.main(["--model", "latent", "--steps", "2", "--out", str(out), *TINY]) == 0
     ckpt = load_checkpoint(out)
     assert ckpt.step == 2 and ckpt.model_config["in_channels"] == 4 and ckpt.model_config["image_size"] == 7
-    assert ckpt.extra["kind"] == "latent-unet" and ckpt.extra["autoencoder"] == "mnist-autoencoder"
+    assert ckpt.kind == "latent-unet" and ckpt.extra["autoencoder"] == "mnist-autoencoder"
     sample = ["--model", "latent", "--checkpoint", str(out), "--n", "2", "--seed", "0", "--steps", "2"]
     assert sample_cli.main([*sample, "--out", str(tmp_path / "s.npz"), "--device", "cpu"]) == 0
     assert np.load(tmp_path / "s.npz")["images"].shape == (2, 28, 28)
@@ -158,14 +164,45 @@ def test_autoencoder_cli_refuses_to_clobber_and_bad_flags(tmp_path, capsys):
     existing = tmp_path / "ae.pt"
     existing.write_bytes(b"keep me")
     for flags, message in [
-        (["--out", str(existing)], "exists: pass --overwrite"),
+        (["--out", str(existing)], "exists: pass --resume to continue that run, --overwrite to replace it"),
         (["--steps", "0"], "must be a positive integer"),
         (["--device", "gpu", "--out", str(tmp_path / "new.pt")], "unknown device"),
     ]:
         with pytest.raises(SystemExit) as info:
-            autoencoder_cli.main(flags)
+            train_cli.main(["--model", "autoencoder", *flags])
         assert info.value.code == 2 and message in capsys.readouterr().err
     assert existing.read_bytes() == b"keep me"
     with pytest.raises(SystemExit) as info:
         train_cli.main(["--autoencoder", str(existing), "--out", str(tmp_path / "x.pt")])
     assert info.value.code == 2 and "--autoencoder needs --model latent" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_train_the_autoencoder_and_the_classifier_through_the_same_command(tmp_path):
+    ae, clf = tmp_path / "ae.pt", tmp_path / "clf.pt"
+    tiny = ["--batch-size", "4", "--device", "cpu", "--quiet", "--steps", "2"]
+    assert train_cli.main(["--model", "autoencoder", "--out", str(ae), *tiny]) == 0
+    assert train_cli.main(["--model", "classifier", "--out", str(clf), *tiny]) == 0
+    assert models.load_model(ae).model.latent_scale.item() != 1.0  # fitted after training
+    assert "test_accuracy" in load_checkpoint(clf).extra
+    assert train_cli.main(["--model", "autoencoder", "--out", str(ae), "--resume", *tiny[:-1], "4"]) == 0
+    assert load_checkpoint(ae).step == 4
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(["--model", "pixel", "--out", str(ae), "--resume", *tiny])
+    assert info.value.code == 2
+
+
+def test_ship_copies_the_ema_weights_and_records_the_sidecar(tiny_run, tmp_path, monkeypatch):
+    from diffusion_lesson.cli import ship
+
+    copy = tmp_path / "pretrained"
+    copy.mkdir()
+    (copy / "manifest.json").write_text(models.MANIFEST_PATH.read_text())
+    monkeypatch.setattr(models, "PRETRAINED_DIR", copy)
+    monkeypatch.setattr(models, "MANIFEST_PATH", copy / "manifest.json")
+    assert ship.main([str(tiny_run), "--name", "mnist-unet"]) == 0
+    record = models.manifest()["mnist-unet"]
+    assert record["steps"] == 3 and "fid" not in record  # the old file's FIDs do not describe the new one
+    shipped = load_checkpoint(copy / "mnist_unet.pt")
+    assert shipped.optimizer is None and shipped.ema is None
+    assert all(torch.equal(shipped.model[k], v) for k, v in load_checkpoint(tiny_run).ema.items())

@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from diffusion_lesson.fid import (
+from diffusion_lesson.metrics import (
     FeatureStats,
     feature_stats,
     frechet_distance,

@@ -6,7 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from diffusion_lesson import fid
+from diffusion_lesson import metrics, models
+from diffusion_lesson.cli import fid
 from diffusion_lesson.data import DATA_ENV_VAR, data_root, load_mnist, to_uint8
 
 pytestmark = pytest.mark.skipif(
@@ -21,7 +22,7 @@ def shared_cache(tmp_path_factory):
 
 @pytest.fixture
 def cache(shared_cache, monkeypatch):
-    monkeypatch.setenv(fid.CACHE_ENV_VAR, str(shared_cache))
+    monkeypatch.setenv(metrics.CACHE_ENV_VAR, str(shared_cache))
     return shared_cache
 
 
@@ -31,7 +32,7 @@ def write_digits(path, images):
 
 
 def test_reference_features_are_cached_outside_the_data_folder(cache, monkeypatch):
-    first = fid.reference_features("test")  # computed here (the first test of the module), read back below
+    first = models.course_feature_space().reference  # computed here (the first test of the module), read back below
     files = list(cache.rglob("*.npy"))
     assert first.shape == (10000, 128) and len(files) == 1
     assert data_root().resolve() not in files[0].resolve().parents
@@ -39,8 +40,8 @@ def test_reference_features_are_cached_outside_the_data_folder(cache, monkeypatc
     def must_not_recompute(*args, **kwargs):
         raise AssertionError("reference features were recomputed instead of read from the cache")
 
-    monkeypatch.setattr(fid, "load_course_classifier", must_not_recompute)
-    assert np.array_equal(fid.reference_features("test").numpy(), first.numpy())
+    monkeypatch.setattr(metrics, "load_mnist", must_not_recompute)
+    assert np.array_equal(models.course_feature_space().reference.numpy(), first.numpy())
 
 
 def test_json_output_for_real_training_digits_is_near_the_floor(cache, tmp_path, capsys):
@@ -94,17 +95,15 @@ def test_bad_files_are_refused(tmp_path, capsys):
 
 
 def test_record_stores_the_result_in_the_manifest(cache, tmp_path, monkeypatch, capsys):
-    from diffusion_lesson import pretrained
-
     copy = tmp_path / "manifest.json"
-    copy.write_text(pretrained.MANIFEST_PATH.read_text())
-    monkeypatch.setattr(pretrained, "MANIFEST_PATH", copy)
+    copy.write_text(models.MANIFEST_PATH.read_text())
+    monkeypatch.setattr(models, "MANIFEST_PATH", copy)
     images = to_uint8(load_mnist("test").images[:300, 0]).numpy()
     path = write_digits(tmp_path / "x.npz", images)
     assert fid.main([str(path), "--record", "mnist-unet", "--label", "test digits"]) == 0
     stored = json.loads(copy.read_text())["mnist-unet"]["fid"]["test digits"]
     assert stored["n"] == 300 and stored["fid"] > 0 and "file" not in stored
-    assert stored["classifier_sha256"] == pretrained.manifest()["mnist-classifier"]["sha256"][:16]
+    assert stored["classifier_sha256"] == models.manifest()["mnist-classifier"]["sha256"][:16]
     with pytest.raises(SystemExit):
         fid.main([str(path), "--record", "mnist-unet"])
     assert "--record and --label go together" in capsys.readouterr().err
@@ -116,4 +115,7 @@ def test_real_train_scores_training_digits(cache, capsys):
     assert result["file"] == "MNIST training digits" and result["n"] == 300 and result["fid"] > 0
     with pytest.raises(SystemExit):
         fid.main(["--real-train", "0"])
-    assert "--real-train must be between 1 and 60000, got 0" in capsys.readouterr().err
+    assert "--real-train: must be a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        fid.main(["--real-train", "60001"])
+    assert "--real-train must be between 1 and 60000, got 60001" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Training: the simple loss, EMA arithmetic, learning-rate schedule, resume and Ctrl-C."""
+"""Training: the simple loss, EMA arithmetic, learning-rate schedule, resume and Ctrl-C, for every kind of model."""
 
 import os
 import signal
@@ -7,19 +7,15 @@ import sys
 import pytest
 import torch
 
+from diffusion_lesson.autoencoder import Autoencoder, AutoencoderConfig, AutoencoderObjective
+from diffusion_lesson.checkpoints import load_checkpoint
+from diffusion_lesson.classifier import ClassifierObjective, MnistClassifier
 from diffusion_lesson.data import DATA_ENV_VAR, LabeledImages, data_root, load_mnist
 from diffusion_lesson.forward import predict_eps_from_x0
+from diffusion_lesson.losses import DiffusionObjective, simple_loss
+from diffusion_lesson.models import resume_training
 from diffusion_lesson.schedules import make_schedule
-from diffusion_lesson.training import (
-    EMA,
-    TrainConfig,
-    lr_at,
-    resume_training,
-    save_training,
-    simple_loss,
-    start_training,
-    train,
-)
+from diffusion_lesson.training import EMA, TrainConfig, lr_at, save_training, start_training, train
 from diffusion_lesson.unet import UNet, UNetConfig
 
 TINY = UNetConfig(base_channels=8, norm_groups=4, attention=True)
@@ -35,6 +31,10 @@ def _fake_data(n: int = 64) -> LabeledImages:
 
 def _short_run(steps: int = 6, **overrides) -> TrainConfig:
     return TrainConfig(steps=steps, batch_size=8, lr=1e-3, warmup_steps=2, ema_decay=0.9, **overrides)
+
+
+def _start(model, config, schedule="linear", label_dropout=0.0):
+    return start_training(model, DiffusionObjective(make_schedule(schedule), label_dropout), config)
 
 
 class _Oracle(torch.nn.Module):
@@ -115,7 +115,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 def test_config_round_trip():
-    config = TrainConfig(steps=5, schedule="cosine", label_dropout=0.1)
+    config = TrainConfig(steps=5, lr=3e-3, bf16_autocast=True)
     assert TrainConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({"stepz": 3})
@@ -127,9 +127,7 @@ def test_loss_falls_on_a_small_mnist_subset():
     images = load_mnist("test").images[:1024]
     data = LabeledImages(images, torch.zeros(1024, dtype=torch.long))
     model = UNet(UNetConfig(base_channels=16, norm_groups=4, attention=False))
-    state = train(
-        start_training(model, TrainConfig(steps=80, batch_size=32, lr=3e-3, warmup_steps=10)), data, progress=False
-    )
+    state = train(_start(model, TrainConfig(steps=80, batch_size=32, lr=3e-3, warmup_steps=10)), data, progress=False)
     assert len(state.losses) == 80
     first, last = sum(state.losses[:5]) / 5, sum(state.losses[-20:]) / 20
     assert first > 0.8  # the zero-initialised output predicts eps = 0: loss = E[eps^2] = 1
@@ -158,11 +156,11 @@ def _stop_at(step):
 def test_resume_continues_the_same_run(tmp_path):
     data = _fake_data()
     torch.manual_seed(1)
-    full = train(start_training(UNet(TINY), _short_run()), data, progress=False)
+    full = train(_start(UNet(TINY), _short_run()), data, progress=False)
 
     torch.manual_seed(1)
     path = tmp_path / "run.pt"
-    first = train(start_training(UNet(TINY), _short_run()), data, _stop_at(3), 1, checkpoint_path=path, progress=False)
+    first = train(_start(UNet(TINY), _short_run()), data, _stop_at(3), 1, checkpoint_path=path, progress=False)
     assert first.step == 3 and len(first.losses) == 3
     resumed = train(resume_training(path), data, progress=False)
     _assert_same_run(full, resumed)
@@ -173,10 +171,10 @@ def test_interrupt_inside_a_step_rolls_the_step_back(tmp_path):
     """Ctrl-C in the middle of a forward pass: that step never happened, and the run resumes exactly."""
     data = _fake_data()
     torch.manual_seed(1)
-    full = train(start_training(UNet(TINY), _short_run()), data, progress=False)
+    full = train(_start(UNet(TINY), _short_run()), data, progress=False)
 
     torch.manual_seed(1)
-    state = start_training(UNet(TINY), _short_run())
+    state = _start(UNet(TINY), _short_run())
     calls = []
 
     def interrupt_on_fourth_forward(module, args):
@@ -197,7 +195,7 @@ def test_interrupt_inside_a_step_rolls_the_step_back(tmp_path):
 def test_ctrl_c_during_the_update_finishes_the_step_first():
     """A real SIGINT arriving in optimizer.step is held until the EMA and step counter are updated too."""
     before = signal.getsignal(signal.SIGINT)
-    state = start_training(UNet(TINY), _short_run())
+    state = _start(UNet(TINY), _short_run())
 
     def send_sigint(optimizer, args, kwargs):
         if state.step == 2:
@@ -212,7 +210,7 @@ def test_ctrl_c_during_the_update_finishes_the_step_first():
 def test_callback_and_periodic_checkpoints(tmp_path):
     seen = []
     path = tmp_path / "ckpt" / "run.pt"
-    state = start_training(UNet(TINY), _short_run(steps=5))
+    state = _start(UNet(TINY), _short_run(steps=5))
     train(state, _fake_data(), lambda s: seen.append((s.step, len(s.losses))), 2, path, 2, progress=False)
     assert seen == [(2, 2), (4, 4), (5, 5)]
     assert resume_training(path).step == 5
@@ -220,5 +218,34 @@ def test_callback_and_periodic_checkpoints(tmp_path):
 
 def test_class_conditional_training_runs():
     config = UNetConfig(base_channels=8, norm_groups=4, num_classes=10)
-    state = train(start_training(UNet(config), _short_run(steps=2, label_dropout=0.2)), _fake_data(), progress=False)
+    state = train(_start(UNet(config), _short_run(steps=2), label_dropout=0.2), _fake_data(), progress=False)
     assert state.step == 2 and all(torch.isfinite(torch.tensor(state.losses)))
+
+
+def test_a_cosine_run_keeps_its_schedule_through_save_and_resume(tmp_path):
+    state = train(_start(UNet(TINY), _short_run(steps=2), schedule="cosine"), _fake_data(), progress=False)
+    save_training(state, tmp_path / "run.pt")
+    assert load_checkpoint(tmp_path / "run.pt").schedule == {"name": "cosine", "T": 1000}
+    assert resume_training(tmp_path / "run.pt").objective.schedule.name == "cosine"
+
+
+@pytest.mark.parametrize(
+    ("kind", "build", "objective"),
+    [
+        ("autoencoder", lambda: Autoencoder(AutoencoderConfig(widths=(8, 8), norm_groups=4)), AutoencoderObjective()),
+        ("classifier", lambda: MnistClassifier(), ClassifierObjective()),
+    ],
+)
+def test_the_same_loop_trains_and_resumes_the_autoencoder_and_the_classifier_exactly(kind, build, objective, tmp_path):
+    data = _fake_data()
+    torch.manual_seed(1)
+    full = train(start_training(build(), objective, _short_run(), kind=kind), data, progress=False)
+    torch.manual_seed(1)
+    path = tmp_path / "run.pt"
+    first = start_training(build(), objective, _short_run(), kind=kind)
+    train(first, data, _stop_at(3), 1, checkpoint_path=path, progress=False)
+    assert first.step == 3 and load_checkpoint(path).kind == kind
+    resumed = train(resume_training(path), data, progress=False)
+    assert type(resumed.objective) is type(objective)
+    _assert_same_run(full, resumed)
+    assert full.losses[-1] < full.losses[0] or kind == "classifier"  # 6 steps: the autoencoder's loss falls

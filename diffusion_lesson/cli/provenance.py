@@ -1,0 +1,90 @@
+"""How a model was made, written down: the sidecar beside a run and the shipped models' manifest (maintainers).
+
+Every training command writes <out>.json beside its checkpoint: the command line, steps, wall time,
+device and torch version (wall time adds up over resumed runs). ``python -m diffusion_lesson.ship``
+copies a finished run's EMA weights into the package and records that sidecar in manifest.json;
+``python -m diffusion_lesson.fid --record`` adds measured FIDs to a record. Nothing here is typed in
+by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import torch
+
+from diffusion_lesson import models
+from diffusion_lesson.checkpoints import load_checkpoint, save_checkpoint, sha256_of
+
+
+def write_sidecar(
+    out: Path, program: str, argv: list[str], step: int, seconds: float, device: torch.device, resumed: bool = False
+) -> dict:
+    """<out>.json: how this checkpoint was made (wall time adds up over resumed runs); returns the record."""
+    sidecar = out.with_suffix(".json")
+    previous = json.loads(sidecar.read_text()) if resumed and sidecar.exists() else {}
+    record = {
+        "command": previous.get("command", f"{program} {shlex.join(argv)}".strip()),
+        "steps": step,
+        "wall_time_s": round(previous.get("wall_time_s", 0) + seconds, 1),
+        "device": describe_device(device),
+        "torch": torch.__version__,
+    }
+    sidecar.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def export_pretrained(run_path: Path, name: str) -> dict:
+    """Ship a finished run: its EMA weights (no optimizer state) into pretrained/, recorded in the manifest.
+
+    Reads the run's sidecar <run>.json for the command, wall time and device. Returns the record.
+    """
+    run_path = Path(run_path)
+    ckpt = load_checkpoint(run_path)
+    sidecar = run_path.with_suffix(".json")
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"{sidecar} is missing: ship only runs made by python -m diffusion_lesson.train")
+    dest = models.PRETRAINED_DIR / f"{name.replace('-', '_')}.pt"
+    save_checkpoint(
+        dest, kind=ckpt.kind, model=ckpt.weights(), model_config=ckpt.model_config, schedule=ckpt.schedule,
+        objective=ckpt.objective, train_config=ckpt.train_config, step=ckpt.step, losses=ckpt.losses,
+        extra=ckpt.extra,
+    )  # fmt: skip
+    return record_in_manifest(name, dest, json.loads(sidecar.read_text()))
+
+
+def record_in_manifest(name: str, shipped: Path, made: dict) -> dict:
+    """Record a file in pretrained/ under ``name``: its sha256 and size plus ``made`` (command, time...).
+
+    Measured FIDs already recorded for ``name`` are dropped: they belong to the file replaced.
+    """
+    shipped = Path(shipped)
+    record = {"file": shipped.name, "sha256": sha256_of(shipped), "bytes": shipped.stat().st_size, **made}
+    records = models.manifest() if models.MANIFEST_PATH.is_file() else {}
+    records[name] = record
+    _write_manifest(records)
+    return record
+
+
+def record_fid(name: str, label: str, result: dict) -> dict:
+    """Store a measured FID in the manifest under name -> "fid" -> label; returns that model's FIDs."""
+    records = models.manifest()
+    if name not in records:
+        raise ValueError(f"no shipped model named {name!r}; shipped: {sorted(records)}")
+    records[name].setdefault("fid", {})[label] = result
+    _write_manifest(records)
+    return records[name]["fid"]
+
+
+def _write_manifest(records: dict) -> None:
+    tmp = models.MANIFEST_PATH.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(records, indent=2) + "\n")
+    tmp.replace(models.MANIFEST_PATH)  # atomic: a crash never leaves half a manifest

@@ -1,0 +1,184 @@
+"""python -m diffusion_lesson.train: train any of the course's models from a terminal.
+
+--model pixel (default) is notebook 03's run; latent is notebook 05's U-Net on an autoencoder's
+latents (the training set is encoded once with --autoencoder: default runs/mnist-autoencoder.pt,
+else the shipped one); autoencoder is notebook 05's VAE; classifier is FID's feature network
+(notebook 06). All four go through the same loop (diffusion_lesson.training). The run is
+checkpointed atomically to --out every --checkpoint-every steps and when it stops (Ctrl-C too), and
+a sidecar <out>.json records the command, steps, wall time and device. --resume continues a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from diffusion_lesson.autoencoder import Autoencoder, AutoencoderConfig, AutoencoderObjective
+from diffusion_lesson.checkpoints import load_checkpoint
+from diffusion_lesson.classifier import ClassifierObjective, MnistClassifier
+from diffusion_lesson.cli.args import (
+    add_device_flag,
+    check_new_output,
+    device_from,
+    existing_file,
+    fraction,
+    positive_float,
+    positive_int,
+    run,
+)  # fmt: skip
+from diffusion_lesson.cli.finish import finish_run
+from diffusion_lesson.cli.provenance import write_sidecar
+from diffusion_lesson.data import DATASET_FOLDERS, load_mnist
+from diffusion_lesson.latent import LATENT_BASE_CHANNELS, encode_dataset, latent_extra, latent_unet_config
+from diffusion_lesson.losses import DiffusionObjective
+from diffusion_lesson.models import load_course_model, load_model, resume_training, runs_dir
+from diffusion_lesson.schedules import SCHEDULE_NAMES, make_schedule
+from diffusion_lesson.training import TrainConfig, TrainState, start_training, train
+from diffusion_lesson.unet import UNet, UNetConfig
+
+MODELS = ("pixel", "latent", "autoencoder", "classifier")
+KIND = {"pixel": "unet", "latent": "latent-unet", "autoencoder": "autoencoder", "classifier": "classifier"}
+# Loop settings that differ from TrainConfig's defaults (which are notebook 03's run), per model.
+LOOP_DEFAULTS = {
+    "pixel": {},
+    "latent": {},
+    "autoencoder": {"steps": 2000, "warmup_steps": 100, "decay_lr": False, "grad_clip": 0.0},
+    "classifier": {"steps": 1500, "lr": 3e-3, "warmup_steps": 450, "weight_decay": 1e-4, "grad_clip": 0.0,
+                   "ema_decay": 0.0},
+}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m diffusion_lesson.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=MODELS, default="pixel", help="what to train (default: %(default)s)")
+    parser.add_argument("--dataset", choices=tuple(DATASET_FOLDERS), default="mnist", help="default: %(default)s")
+    parser.add_argument("--autoencoder", type=Path, default=None, help="--model latent: autoencoder checkpoint")
+    loop = parser.add_argument_group("the loop (defaults depend on --model; pixel: notebook 03's)")
+    loop.add_argument("--steps", type=positive_int, help="total optimizer steps")
+    loop.add_argument("--batch-size", type=positive_int)
+    loop.add_argument("--lr", type=positive_float, help="peak learning rate")
+    loop.add_argument("--warmup-steps", type=int)
+    loop.add_argument("--ema-decay", type=fraction)
+    loop.add_argument("--seed", type=int)
+    loop.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    loop.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    net = parser.add_argument_group("the network and its loss")
+    net.add_argument("--schedule", choices=SCHEDULE_NAMES, default="linear", help="diffusion models (default: linear)")
+    net.add_argument("--base-channels", type=positive_int, help=f"U-Nets: default 32, latent {LATENT_BASE_CHANNELS}")
+    net.add_argument("--no-attention", action="store_true", help="U-Nets: no self-attention at the lowest resolution")
+    net.add_argument("--num-classes", type=positive_int, default=None, help="U-Nets: class-conditional (chapter 07)")
+    net.add_argument("--label-dropout", type=fraction, default=0.0, help="U-Nets: default 0")
+    net.add_argument("--kl-weight", type=positive_float, default=1e-4, help="autoencoder: default %(default)s")
+    net.add_argument("--latent-channels", type=positive_int, default=4, help="autoencoder: default %(default)s")
+    add_device_flag(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=None, help="default: runs/mnist-unet.pt, -latent-unet.pt, ...")
+    out.add_argument("--checkpoint-every", type=positive_int, default=1000, help="default: %(default)s")
+    out.add_argument("--resume", action="store_true", help="continue the run saved at --out")
+    out.add_argument("--overwrite", action="store_true", help="start afresh even if --out exists")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    out = args.out or runs_dir() / default_file_name(args)
+    _check_flags(parser, args, out)
+    device = device_from(parser, args.device)
+    try:
+        state, data = _resumed(args, out, device) if args.resume else _fresh(args, device)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        parser.error(str(err))
+    print(f"training {args.model} on {device}: {sum(p.numel() for p in state.model.parameters()):,} parameters, "
+          f"step {state.step} -> {state.config.steps}, checkpoint {out}")  # fmt: skip
+    start = time.perf_counter()
+    train(state, data, checkpoint_path=out, checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    summary = finish_run(state, data, out, args.dataset)
+    write_sidecar(out, "python -m diffusion_lesson.train", argv, state.step, seconds, device, args.resume)
+    if state.step < state.config.steps:
+        print(f"stopped at step {state.step}; continue with the same command plus --resume")
+        return 130
+    print(f"done: {state.step} steps in {seconds:.0f} s; {summary}; saved {out}")
+    return 0
+
+
+def default_file_name(args: argparse.Namespace) -> str:
+    names = {"pixel": "unet", "latent": "latent-unet", "autoencoder": "autoencoder", "classifier": "classifier"}
+    return f"{args.dataset}-{names[args.model]}.pt"
+
+
+def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path) -> None:
+    if args.autoencoder is not None and args.model != "latent":
+        parser.error("--autoencoder needs --model latent")
+    existing_file(parser, "--autoencoder", args.autoencoder)
+    if args.model in ("autoencoder", "classifier") and args.dataset != "mnist":
+        parser.error(f"--model {args.model} trains on MNIST only; leave out --dataset")
+    if args.warmup_steps is not None and args.warmup_steps < 0:
+        parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    check_new_output(parser, out, args.resume, args.overwrite)
+
+
+def _loop_config(args: argparse.Namespace) -> TrainConfig:
+    given = {name: getattr(args, name) for name in ("steps", "batch_size", "lr", "warmup_steps", "ema_decay", "seed")}
+    flags = {"bf16_autocast": args.bf16, "channels_last": args.channels_last}
+    return TrainConfig(**{**LOOP_DEFAULTS[args.model], **{k: v for k, v in given.items() if v is not None}, **flags})
+
+
+def _fresh(args: argparse.Namespace, device: torch.device):
+    """A new run of args.model and the data it trains on (latents for --model latent)."""
+    config, data = _loop_config(args), load_mnist("train", device=device, dataset=args.dataset)
+    if args.model == "autoencoder":
+        model = Autoencoder(AutoencoderConfig(latent_channels=args.latent_channels))
+        return start_training(model, AutoencoderObjective(args.kl_weight), config, device, "autoencoder"), data
+    if args.model == "classifier":
+        torch.manual_seed(config.seed)  # the weight initialisation
+        return start_training(MnistClassifier(), ClassifierObjective(), config, device, "classifier"), data
+    options = {"attention": not args.no_attention, "num_classes": args.num_classes}
+    if args.base_channels is not None:
+        options["base_channels"] = args.base_channels
+    objective = DiffusionObjective(make_schedule(args.schedule).to(device), args.label_dropout)
+    if args.model == "pixel":
+        return start_training(UNet(UNetConfig(**options)), objective, config, device, "unet"), data
+    if args.autoencoder is not None:
+        source = load_model(args.autoencoder, device, ("autoencoder",))
+    else:
+        source = load_course_model("mnist-autoencoder", device)
+    unet = UNet(latent_unet_config(source.model.config, **options))
+    state = start_training(unet, objective, config, device, "latent-unet")
+    recorded = str(args.autoencoder) if args.autoencoder else _recorded_name(source.path)
+    state.extra = latent_extra(source.model, recorded)
+    return state, encode_dataset(source.model, data)  # (60000, 4, 7, 7): encoded once, then the same loop
+
+
+def _recorded_name(path: Path) -> str:
+    """How a latent run names its autoencoder: the shipped model's name, or the learner's file."""
+    return "mnist-autoencoder" if path.parent.name == "pretrained" else str(path)
+
+
+def _resumed(args: argparse.Namespace, out: Path, device: torch.device) -> tuple[TrainState, object]:
+    """The saved run with the new step count, and its data (a latent run re-encodes with its recorded autoencoder)."""
+    saved = load_checkpoint(out)
+    if saved.kind != KIND[args.model]:
+        raise ValueError(f"{out} holds a {saved.kind} run; resume it with --model {_model_flag(saved.kind)}")
+    config = TrainConfig.from_dict(saved.train_config)
+    state = resume_training(out, device, replace(config, steps=args.steps or config.steps))
+    data = load_mnist("train", device=device, dataset=args.dataset)
+    if saved.kind == "latent-unet":
+        data = encode_dataset(load_model(out, device).autoencoder, data)
+    return state, data
+
+
+def _model_flag(kind: str) -> str:
+    return {v: k for k, v in KIND.items()}[kind]
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,70 @@
+"""DDPM's training objective: the simple loss of Algorithm 1 (taught in notebook 03).
+
+Algorithm 1 of DDPM, one step:  x0 ~ data,  t ~ Uniform{0, ..., T-1},  eps ~ N(0, I),
+    take a gradient step on  || eps - eps_theta(sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, t) ||^2
+
+``DiffusionObjective`` wraps it for the training loop (``training.train``) with its settings: the
+noise schedule it trains for and the label dropout of classifier-free guidance (chapter 07).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffusion_lesson.data import LabeledImages
+from diffusion_lesson.forward import q_sample
+from diffusion_lesson.runtime import randn_like
+from diffusion_lesson.schedules import Schedule
+
+
+def simple_loss(
+    model: nn.Module,
+    x0: Tensor,
+    schedule: Schedule,
+    generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
+    label_dropout: float = 0.0,
+) -> Tensor:
+    """L_simple = E ||eps - eps_theta(x_t, t)||^2 with t uniform in [0, T), DDPM eq. 14 / Algorithm 1.
+
+    x0: (B, C, H, W); labels: (B,) long or None. With label_dropout > 0 each label is replaced by
+    the model's "no class" index (num_classes) with that probability (classifier-free guidance).
+    Returns a scalar: the mean over the batch and every pixel.
+    """
+    B = x0.shape[0]
+    t = torch.randint(0, schedule.T, (B,), generator=generator, device=x0.device)  # (B,)
+    eps = randn_like(x0, generator)
+    xt = q_sample(x0, t, schedule, noise=eps)
+    if labels is not None and label_dropout > 0:
+        num_classes = model.config.num_classes
+        drop = torch.rand(B, generator=generator, device=x0.device) < label_dropout
+        labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
+    eps_pred = model(xt, t, labels)
+    return F.mse_loss(eps_pred.float(), eps)
+
+
+@dataclass(frozen=True, eq=False)
+class DiffusionObjective:
+    """The simple loss for the training loop: ``schedule`` (on the data's device) and ``label_dropout``.
+
+    Labels reach the model only when it is class-conditional (config.num_classes is set).
+    """
+
+    schedule: Schedule
+    label_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.label_dropout < 1:
+            raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
+
+    def loss(self, model: nn.Module, batch: LabeledImages, generator: torch.Generator) -> Tensor:
+        labels = batch.labels if model.config.num_classes is not None else None
+        return simple_loss(model, batch.images, self.schedule, generator, labels, self.label_dropout)
+
+    def to_dict(self) -> dict:
+        """The settings beside the schedule (which checkpoints store on their own)."""
+        return {"label_dropout": self.label_dropout}

@@ -1,0 +1,63 @@
+"""Honest wall-clock timing on any device (benchmarks and notebooks 02-06).
+
+CUDA and MPS run kernels asynchronously: a Python timer around ``model(x)`` measures how long it
+took to *queue* the work, not to do it. Every timer here waits for the device before reading the
+clock, and ``best_of`` runs one untimed warm-up call first (the first call pays for memory
+allocation, kernel selection and, with torch.compile, compilation).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait until every kernel queued on ``device`` has finished (a no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class Elapsed:
+    """Seconds measured by ``stopwatch``; ``seconds`` is set when the block ends."""
+
+    seconds: float = float("nan")
+
+
+@contextmanager
+def stopwatch(device: torch.device | str = "cpu") -> Iterator[Elapsed]:
+    """``with stopwatch(device) as clock: ...`` then ``clock.seconds``: device work included."""
+    elapsed = Elapsed()
+    synchronize(device)
+    start = time.perf_counter()
+    try:
+        yield elapsed
+    finally:
+        synchronize(device)
+        elapsed.seconds = time.perf_counter() - start
+
+
+def best_of(
+    functions: Mapping[str, Callable[[], object]], device: torch.device | str = "cpu", repeats: int = 5
+) -> dict[str, float]:
+    """Best (least disturbed) seconds of each function over ``repeats`` timed calls, after one warm-up each.
+
+    The functions take turns at every repeat, so a busy spell on a shared machine hits all alike.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for fn in functions.values():
+        fn()  # warm-up, untimed
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            with stopwatch(device) as clock:
+                fn()
+            times[name].append(clock.seconds)
+    return {name: min(values) for name, values in times.items()}
