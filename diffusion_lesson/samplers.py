@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffusion_lesson.forward import predict_x0_from_eps, q_sample
+from diffusion_lesson.forward import predict_eps_from_x0, predict_x0_from_eps, q_posterior, q_sample
 from diffusion_lesson.runtime import randn_like
 from diffusion_lesson.schedules import Schedule
 
@@ -66,21 +66,31 @@ def denoise_at(
 
 
 def ddpm_step(
-    xt: Tensor, t: int, eps_pred: Tensor, schedule: Schedule, variance: str = "beta", noise: Tensor | None = None
+    xt: Tensor,
+    t: int,
+    eps_pred: Tensor,
+    schedule: Schedule,
+    variance: str = "beta",
+    noise: Tensor | None = None,
+    clip_x0: bool = False,
 ) -> Step:
     """x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_pred) / sqrt(alpha_t) + sigma_t z, DDPM Algorithm 2.
 
     variance: "beta" (sigma_t^2 = beta_t), "posterior" (sigma_t^2 = posterior variance, eq. 7) or
     "none", the *wrong* sampler of notebook 04 that drops the noise term; no noise is added at t = 0.
-    noise: the z to use, shaped like xt (drawn by the loop).
+    noise: the z to use, shaped like xt (drawn by the loop). clip_x0: clip the implied x0 to the data
+    range [-1, 1] and take the mean of q(x_{t-1} | x_t, clipped x0) (eq. 7), as DDPM's own code does.
     """
     if variance not in VARIANCES:
         raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
     _check_step(xt, t, schedule)
     alpha, beta, alpha_bar = schedule.alpha[t], schedule.beta[t], schedule.alpha_bar[t]
-    # 1. the mean, eq. 11
-    mean = (xt - beta / (1 - alpha_bar).sqrt() * eps_pred) / alpha.sqrt()
     x0_pred = predict_x0_from_eps(xt, t, eps_pred, schedule)
+    if clip_x0:  # 1'. the posterior mean from the clipped x0, eq. 7 (equal to eq. 11 when nothing is clipped)
+        x0_pred = x0_pred.clamp(-1, 1)
+        mean = q_posterior(x0_pred, xt, t, schedule).mean
+    else:  # 1. the mean, eq. 11
+        mean = (xt - beta / (1 - alpha_bar).sqrt() * eps_pred) / alpha.sqrt()
     if t == 0 or variance == "none":
         return Step(mean, x0_pred)
     # 2. add noise with the chosen variance
@@ -90,13 +100,23 @@ def ddpm_step(
 
 
 def ddim_step(
-    xt: Tensor, t: int, t_prev: int, eps_pred: Tensor, schedule: Schedule, eta: float = 0.0, noise: Tensor | None = None
+    xt: Tensor,
+    t: int,
+    t_prev: int,
+    eps_pred: Tensor,
+    schedule: Schedule,
+    eta: float = 0.0,
+    noise: Tensor | None = None,
+    clip_x0: bool = False,
 ) -> Step:
     """One DDIM step from t to t_prev < t (t_prev = -1 means x0), Song et al. 2021 eq. 12.
 
     x_prev = sqrt(alpha_bar_prev) x0_pred + sqrt(1 - alpha_bar_prev - sigma^2) eps_pred + sigma z, with
     sigma = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev) (eq. 16).
     eta = 0 is deterministic; eta = 1 matches DDPM's posterior variance when t_prev = t - 1.
+    clip_x0: clip x0_pred to [-1, 1] and use the eps it implies (diffusers' clip_sample with
+    use_clipped_model_output); it keeps a schedule whose alpha_bar nearly vanishes at t = T - 1
+    (cosine) from blowing the first x0_pred up.
     """
     _check_step(xt, t, schedule)
     if not -1 <= t_prev < t:
@@ -107,6 +127,9 @@ def ddim_step(
     alpha_bar_prev = schedule.alpha_bar[t_prev] if t_prev >= 0 else torch.ones_like(alpha_bar)
     # 1. predicted x0, eq. 12's first term
     x0_pred = predict_x0_from_eps(xt, t, eps_pred, schedule)
+    if clip_x0:
+        x0_pred = x0_pred.clamp(-1, 1)
+        eps_pred = predict_eps_from_x0(xt, t, x0_pred, schedule)
     # 2. sigma_t(eta), eq. 16
     sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
     # 3. direction pointing to x_t, then eq. 12
@@ -140,6 +163,7 @@ def sample_ddpm(
     schedule: Schedule,
     generator: torch.Generator | None = None,
     variance: str = "beta",
+    clip_x0: bool = False,
     **loop_options,
 ) -> Samples:
     """Ancestral sampling over all T steps, T - 1 down to 0 (Algorithm 2). See ``run_sampler`` for options."""
@@ -147,7 +171,7 @@ def sample_ddpm(
 
     def step(xt: Tensor, i: int, eps_pred: Tensor) -> Step:
         noise = randn_like(xt, generator) if timesteps[i] > 0 and variance != "none" else None
-        return ddpm_step(xt, int(timesteps[i]), eps_pred, schedule, variance, noise)
+        return ddpm_step(xt, int(timesteps[i]), eps_pred, schedule, variance, noise, clip_x0)
 
     return run_sampler(model, shape, timesteps, step, generator, **loop_options)
 
@@ -161,6 +185,7 @@ def sample_ddim(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     spacing: str = "trailing",
+    clip_x0: bool = False,
     **loop_options,
 ) -> Samples:
     """DDIM over ``steps`` strided timesteps (eta = 0: deterministic). See ``run_sampler`` for options."""
@@ -169,7 +194,7 @@ def sample_ddim(
     def step(xt: Tensor, i: int, eps_pred: Tensor) -> Step:
         t, t_prev = int(timesteps[i]), int(timesteps[i + 1]) if i + 1 < len(timesteps) else -1
         noise = randn_like(xt, generator) if eta > 0 else None
-        return ddim_step(xt, t, t_prev, eps_pred, schedule, eta, noise)
+        return ddim_step(xt, t, t_prev, eps_pred, schedule, eta, noise, clip_x0)
 
     return run_sampler(model, shape, timesteps, step, generator, **loop_options)
 

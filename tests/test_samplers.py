@@ -51,6 +51,69 @@ def test_ddim_step_matches_diffusers(name, spacing, eta):
         torch.testing.assert_close(ours.x_prev, theirs, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize(("variance", "variance_type"), [("posterior", "fixed_small"), ("beta", "fixed_large")])
+def test_ddpm_step_with_clipped_x0_matches_diffusers_clip_sample(name, variance, variance_type):
+    schedule = SCHEDULES[name]
+    oracle = DDPMScheduler(beta_schedule=DIFFUSERS_NAMES[name], variance_type=variance_type, clip_sample=True)
+    oracle.set_timesteps(1000)
+    clipped_somewhere = False
+    for t in [999, 900, 500, 100, 10, 1, 0]:
+        xt, eps_pred = _random_pair(t)
+        theirs = oracle.step(eps_pred, t, xt, generator=torch.Generator().manual_seed(t)).prev_sample
+        noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(t))
+        ours = ddpm_step(xt, t, eps_pred, schedule, variance, noise=noise, clip_x0=True)
+        # Here beta_t multiplies x0 directly (eq. 7), and diffusers forms it as 1 - alpha_bar_t / alpha_bar_prev
+        # in float32: a relative error of about 6e-8 / beta_t, up to 6e-4 at beta_t = 1e-4.
+        torch.testing.assert_close(ours.x_prev, theirs, rtol=1e-3, atol=1e-3)
+        assert ours.x0_pred.abs().max() <= 1
+        clipped_somewhere |= not torch.allclose(
+            ours.x_prev, ddpm_step(xt, t, eps_pred, schedule, variance, noise).x_prev
+        )
+    assert clipped_somewhere  # the random eps pushes x0_pred out of [-1, 1]: clipping changed the step
+
+
+@pytest.mark.parametrize("t", [999, 500, 20, 1, 0])
+def test_clipping_changes_nothing_when_x0_pred_is_inside_the_data_range(t):
+    """Eq. 7's posterior mean from x0_pred is eq. 11's mean: exact when nothing is clipped (float64)."""
+    schedule = make_schedule("linear", dtype=torch.float64)
+    generator = torch.Generator().manual_seed(t)
+    x0 = torch.rand(SHAPE, generator=generator, dtype=torch.float64) * 1.8 - 0.9
+    xt, eps = (
+        q_sample(x0, t, schedule, generator=generator),
+        torch.randn(SHAPE, generator=generator, dtype=torch.float64),
+    )
+    eps_pred = predict_eps_from_x0(xt, t, x0, schedule)  # implies exactly x0, inside [-1, 1]
+    for clipped, plain in [
+        (
+            ddpm_step(xt, t, eps_pred, schedule, "posterior", eps, clip_x0=True),
+            ddpm_step(xt, t, eps_pred, schedule, "posterior", eps),
+        ),
+        (
+            ddim_step(xt, t, t - 1, eps_pred, schedule, 0.5, eps, clip_x0=True),
+            ddim_step(xt, t, t - 1, eps_pred, schedule, 0.5, eps),
+        ),
+    ]:
+        torch.testing.assert_close(clipped.x_prev, plain.x_prev, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_ddim_step_with_clipped_x0_matches_diffusers_clip_sample(name, eta):
+    schedule, steps = SCHEDULES[name], 20
+    oracle = DDIMScheduler(beta_schedule=DIFFUSERS_NAMES[name], clip_sample=True, timestep_spacing="trailing")
+    oracle.set_timesteps(steps)
+    timesteps = ddim_timesteps(1000, steps)
+    for i, t in enumerate(timesteps.tolist()):
+        t_prev = timesteps[i + 1].item() if i + 1 < steps else -1
+        xt, eps_pred = _random_pair(2000 + t)
+        noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(t))
+        theirs = oracle.step(eps_pred, t, xt, eta=eta, variance_noise=noise, use_clipped_model_output=True)
+        ours = ddim_step(xt, t, t_prev, eps_pred, schedule, eta, noise=noise, clip_x0=True)
+        torch.testing.assert_close(ours.x_prev, theirs.prev_sample, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.x0_pred, theirs.pred_original_sample, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("steps", [10, 20, 50, 100])
 def test_ddim_timesteps_match_diffusers_for_both_spacings(steps):
     for spacing in ("leading", "trailing"):
