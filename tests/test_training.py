@@ -12,7 +12,7 @@ from diffusion_lesson.checkpoints import load_checkpoint
 from diffusion_lesson.classifier import ClassifierObjective, MnistClassifier
 from diffusion_lesson.data import DATA_ENV_VAR, LabeledImages, data_root, load_mnist
 from diffusion_lesson.forward import predict_eps_from_x0
-from diffusion_lesson.losses import DiffusionObjective, simple_loss
+from diffusion_lesson.losses import DiffusionObjective, eps_errors, min_snr_weight, simple_loss
 from diffusion_lesson.models import resume_training
 from diffusion_lesson.schedules import make_schedule
 from diffusion_lesson.training import EMA, TrainConfig, lr_at, save_training, start_training, train
@@ -249,3 +249,26 @@ def test_the_same_loop_trains_and_resumes_the_autoencoder_and_the_classifier_exa
     assert type(resumed.objective) is type(objective)
     _assert_same_run(full, resumed)
     assert full.losses[-1] < full.losses[0] or kind == "classifier"  # 6 steps: the autoencoder's loss falls
+
+
+def test_min_snr_weight_is_min_of_snr_and_gamma_over_snr():
+    schedule = make_schedule("linear", dtype=torch.float64)
+    t = torch.arange(schedule.T)
+    weight = min_snr_weight(t, schedule, gamma=5.0)
+    snr = schedule.snr
+    assert torch.equal(weight[snr <= 5], torch.ones(int((snr <= 5).sum()), dtype=torch.float64))
+    torch.testing.assert_close(weight[snr > 5], 5 / snr[snr > 5], rtol=1e-12, atol=0)
+    assert 0 < weight.min() < 1e-3 and int((snr > 5).sum()) == int((weight < 1).sum()) > 0
+
+
+def test_min_snr_objective_reweights_the_same_draws_and_plain_is_simple_loss():
+    schedule = make_schedule("linear")
+    torch.manual_seed(0)
+    model, batch = UNet(TINY), _fake_data(16)
+    plain = DiffusionObjective(schedule).loss(model, batch, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(plain, simple_loss(model, batch.images, schedule, torch.Generator().manual_seed(3)))
+    errors = eps_errors(model, batch.images, schedule, torch.Generator().manual_seed(3))
+    weighted = DiffusionObjective(schedule, min_snr_gamma=5.0).loss(model, batch, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(weighted, (min_snr_weight(errors.t, schedule, 5.0) * errors.mse).mean())
+    huge = DiffusionObjective(schedule, min_snr_gamma=1e30).loss(model, batch, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(huge, plain)  # gamma above every SNR: every weight is 1

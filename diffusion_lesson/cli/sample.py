@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=positive_int, default=50, help="DDIM steps (default: 50; DDPM uses all T)")
     parser.add_argument("--eta", type=non_negative_float, default=0.0, help="DDIM noise, 0 = deterministic")
     parser.add_argument("--variance", choices=VARIANCES, default="beta", help="DDPM's sigma_t^2 (default: beta)")
+    parser.add_argument("--clip-x0", action="store_true", help="clip each predicted x0 to [-1, 1] (both samplers)")
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="samples per forward pass")
     add_device_flag(parser)
     return parser
@@ -102,7 +103,7 @@ def _sample(args: argparse.Namespace, loaded: LoadedModel, device: torch.device)
     cfg = loaded.model.config
     shape = (args.n, cfg.in_channels, cfg.image_size, cfg.image_size)
     options = {"generator": make_generator(args.seed, device), "device": device, "batch_size": args.batch_size,
-               "progress": True}  # fmt: skip
+               "progress": True, "clip_x0": args.clip_x0}  # fmt: skip
     if args.sampler == "ddpm":
         return sample_ddpm(loaded.model, shape, loaded.schedule, variance=args.variance, **options).x0
     return sample_ddim(loaded.model, shape, loaded.schedule, steps=args.steps, eta=args.eta, **options).x0
