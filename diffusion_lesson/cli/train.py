@@ -59,12 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=tuple(DATASET_FOLDERS), default="mnist", help="default: %(default)s")
     parser.add_argument("--autoencoder", type=Path, default=None, help="--model latent: autoencoder checkpoint")
     loop = parser.add_argument_group("the loop (defaults depend on --model; pixel: notebook 03's)")
-    loop.add_argument("--steps", type=positive_int, help="total optimizer steps")
-    loop.add_argument("--batch-size", type=positive_int)
-    loop.add_argument("--lr", type=positive_float, help="peak learning rate")
-    loop.add_argument("--warmup-steps", type=int)
-    loop.add_argument("--ema-decay", type=fraction)
-    loop.add_argument("--seed", type=int)
+    loop.add_argument("--steps", type=positive_int, help="total optimizer steps; " + _defaults("steps"))
+    loop.add_argument("--batch-size", type=positive_int, help=_defaults("batch_size"))
+    loop.add_argument("--lr", type=positive_float, help="peak learning rate; " + _defaults("lr"))
+    loop.add_argument("--warmup-steps", type=int, help=_defaults("warmup_steps"))
+    loop.add_argument("--ema-decay", type=fraction, help=_defaults("ema_decay"))
+    loop.add_argument("--seed", type=int, help=_defaults("seed"))
     loop.add_argument("--bf16", action="store_true", help="bf16 autocast")
     loop.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     net = parser.add_argument_group("the network and its loss")
@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--overwrite", action="store_true", help="start afresh even if --out exists")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _defaults(name: str) -> str:
+    """'default: 2400 (pixel, latent), 2000 (autoencoder), ...' for a TrainConfig field."""
+    values: dict[object, list[str]] = {}
+    for model in MODELS:
+        values.setdefault(LOOP_DEFAULTS[model].get(name, getattr(TrainConfig(), name)), []).append(model)
+    return "default: " + ", ".join(f"{v} ({', '.join(m)})" for v, m in values.items())
 
 
 def main(argv: list[str] | None = None) -> int:
