@@ -18,6 +18,7 @@ import torch
 from diffusion_lesson.cli.args import add_device_flag, device_from, positive_int, run
 from diffusion_lesson.cli.provenance import record_fid
 from diffusion_lesson.data import DataNotFoundError, load_mnist, to_uint8
+from diffusion_lesson.metrics import check_image_array
 from diffusion_lesson.models import course_fid
 
 
@@ -41,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--record and --label go together: --record mnist-unet --label 'DDIM-50, seed 0'")
     device = device_from(parser, args.device)
     try:
-        images, name = real_training_digits(args.real_train, args.seed) if args.real_train else (
-            load_images(args.file), str(args.file))  # fmt: skip
+        if args.real_train:
+            images, name = real_training_digits(args.real_train, args.seed)
+        else:  # bad images are refused here, before the reference features are computed
+            images, name = check_image_array(load_images(args.file)), str(args.file)
         result = {"file": name, **course_fid(images, device)}
         if args.record is not None:
             record_fid(args.record, args.label, {k: v for k, v in result.items() if k != "file"})
