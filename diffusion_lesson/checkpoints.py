@@ -67,6 +67,10 @@ class CheckpointError(ValueError):
     """A file is not a readable checkpoint of the kind asked for; the message says what to do."""
 
 
+class CheckpointKindError(CheckpointError):
+    """A readable checkpoint of another kind than the one asked for (a classifier given as a U-Net...)."""
+
+
 class CheckpointMismatchError(CheckpointError):
     """A state dict does not fit the model: names the missing, unexpected and mis-shaped parameters."""
 
@@ -174,7 +178,7 @@ def load_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> 
     if lacking:
         raise CheckpointError(f"{path} is an incomplete checkpoint: it lacks {', '.join(lacking)}; {_WRITTEN_BY}")
     if raw["kind"] not in kinds:
-        raise CheckpointError(f"{path} holds a model of kind {raw['kind']!r}, but this needs {' or '.join(kinds)}")
+        raise CheckpointKindError(f"{path} holds a model of kind {raw['kind']!r}, but this needs {' or '.join(kinds)}")
     if raw["kind"] in DIFFUSION_KINDS:
         _check_schedule(path, raw["schedule"])
     return Checkpoint(**{name: raw[name] for name in Checkpoint._fields})
