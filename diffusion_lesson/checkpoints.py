@@ -190,7 +190,7 @@ def _read(path: Path) -> Any:
         head = f.read(16)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # arbitrary bytes make the unpickler fail in arbitrary ways (IndexError, KeyError...)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:100]
         if not head:
             reason = "the file is empty (0 bytes)"
