@@ -97,7 +97,7 @@ def check_pixel_range(x: Tensor) -> Tensor:
         return x
     low, high = x.aminmax()
     if torch.isnan(low) or torch.isnan(high):
-        raise ValueError("the images contain NaN: the model or sampler that made them diverged; they cannot be scored")
+        raise ValueError("the images contain NaN (did the model or the sampler diverge?); they cannot be scored")
     if low < -1 or high > 1:
         raise ValueError(
             f"pixels must lie in [-1, 1], got values from {low.item():.4g} to {high.item():.4g}; "

@@ -39,8 +39,13 @@ def non_negative_float(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """A finite float > 0, for learning rates and weights."""
-    value = non_negative_float(text)
-    if value == 0:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
     return value
 

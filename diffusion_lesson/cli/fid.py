@@ -73,6 +73,11 @@ def load_images(path: Path) -> np.ndarray:
     """The ``images`` array of an .npz file written by python -m diffusion_lesson.sample."""
     if not path.is_file():
         raise ValueError(f"no file at {path}")
+    with path.open("rb") as f:
+        head = f.read(6)
+    if not head.startswith((b"PK\x03\x04", b"\x93NUMPY")):  # an .npz is a zip archive, an .npy starts so
+        raise ValueError(f"{path} is not a readable .npz file: it is not a numpy archive (it starts with {head!r}); "
+                         "pass a file written by python -m diffusion_lesson.sample")  # fmt: skip
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # atomic: a full disk or Ctrl-C leaves no half-written file
         atomic_write(args.out, lambda f: np.savez_compressed(f, images=images))
     except OSError as err:
-        fail(parser, str(err))
+        fail(parser, err.strerror or str(err))
     steps = loaded.schedule.T if args.sampler == "ddpm" else args.steps
     print(f"wrote {args.n} digits to {args.out} ({loaded.kind} {args.sampler}, {steps} steps, "
           f"{seconds:.1f} s on {device})")  # fmt: skip

@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = finish_run(state, data, out, args.dataset)
         write_sidecar(out, "python -m diffusion_lesson.train", argv, state.step, seconds, device, args.resume)
     except OSError as err:  # a full disk or a folder that became read-only: the last good checkpoint stays
-        fail(parser, f"{err}\ntraining stopped at step {state.step}; once the problem is fixed, run the same "
-                     "command again (plus --resume to continue from the last checkpoint saved)")  # fmt: skip
+        kept = f"{out} holds the last checkpoint saved" if out.exists() else "no checkpoint was saved"
+        fail(parser, f"{err.strerror or err}\ntraining stopped at step {state.step} and {kept}; once the problem "
+                     "is fixed, run the command again (with --resume to continue from that checkpoint)")  # fmt: skip
     if state.step < state.config.steps:
         print(f"stopped at step {state.step}; continue with the same command plus --resume")
         return 130
