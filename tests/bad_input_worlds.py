@@ -83,6 +83,7 @@ def make_files(folder: Path) -> None:
     """The bad (and good) files rows name: checkpoints, image archives and a folder to make read-only."""
     shipped = models.PRETRAINED_DIR
     shutil.copy(shipped / "mnist_classifier.pt", folder / "classifier.pt")
+    shutil.copy(shipped / "mnist_autoencoder.pt", folder / "autoencoder.pt")
     shutil.copy(shipped / "mnist_unet.pt", folder / "shipped-unet.pt")
     data = (shipped / "mnist_unet.pt").read_bytes()
     (folder / "cut.pt").write_bytes(data[: len(data) // 2])
@@ -111,7 +112,7 @@ def enter(world: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         raw = folder / "data" / "MNIST" / "raw"
         raw.mkdir(parents=True)
         for good in RAW_FILES:
-            (raw / good).symlink_to(SHARED_MNIST / good)
+            link_or_copy(SHARED_MNIST / good, raw / good, symbolic=True)
         _damage(raw / file, truncate=name == "mnist-truncated")
         monkeypatch.setenv(DATA_ENV_VAR, str(folder / "data"))
     elif name in ("no-mnist", "offline"):
@@ -129,6 +130,14 @@ def enter(world: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(DEVICE_ENV_VAR, "gpu")
     elif name:
         raise ValueError(f"unknown world {world!r}")
+
+
+def link_or_copy(source: str | Path, destination: str | Path, symbolic: bool = False) -> None:
+    """A link to ``source`` (a row gets the files without copying megabytes), else a copy."""
+    try:
+        os.symlink(source, destination) if symbolic else os.link(source, destination)
+    except OSError:  # links not allowed here (e.g. Windows without developer mode)
+        shutil.copy(source, destination)
 
 
 def snapshot(folder: Path) -> dict[str, bytes | str]:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 import torch
 from bad_input_worlds import (
@@ -27,6 +28,7 @@ from bad_input_worlds import (
     classifier_features,
     enter,
     fid,
+    link_or_copy,
     make_files,
     sample,
     save_small_unet,
@@ -66,6 +68,8 @@ ROWS = [
         "--checkpoint: ... it is truncated or damaged"),
     Row("the classifier given as a U-Net", sample("--checkpoint", "classifier.pt"),
         "holds a model of kind 'classifier', but this needs unet"),
+    Row("the autoencoder given as a U-Net", sample("--checkpoint", "autoencoder.pt"),
+        "holds a model of kind 'autoencoder', but this needs unet ... for a latent model pass --model latent"),
     Row("a checkpoint that lacks fields", sample("--checkpoint", "incomplete.pt"),
         "incomplete checkpoint: it lacks schedule, objective"),
     Row("a U-Net checkpoint without a noise schedule", sample("--checkpoint", "no-schedule.pt"),
@@ -109,6 +113,9 @@ ROWS = [
     Row("too few images for FID", fid("50-digits.npz"), "need at least 129 images, got 50"),
     Row("a file that is not an .npz archive", fid("text.npz"),
         "text.npz is not a readable .npz file: it is not a numpy archive"),
+    Row("floats with NaN given to check_image_array",
+        Call(check_image_array, (np.full((200, 28, 28), np.nan),), text="check_image_array(200 x 28 x 28 NaNs)"),
+        "images must be uint8 in [0, 255], got float64; from floats in [-1, 1] use data.to_uint8"),
     Row("a torch tensor given to check_image_array",
         Call(check_image_array, (torch.zeros(200, 28, 28),), text="check_image_array(torch.zeros(200, 28, 28))"),
         "images must be a numpy array, got Tensor: from a torch tensor use images.cpu().numpy()"),
@@ -183,7 +190,7 @@ def test_bad_input_gets_a_message_and_writes_nothing(row, files, tmp_path, monke
         pytest.skip("needs MNIST under $DIFFUSION_LESSON_DATA")
     if row.needs == "no-cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    shutil.copytree(files, tmp_path, dirs_exist_ok=True)
+    shutil.copytree(files, tmp_path, copy_function=link_or_copy, dirs_exist_ok=True)  # a change is still seen
     monkeypatch.chdir(tmp_path)  # the row's file names are relative to its folder
     monkeypatch.setenv(models.RUNS_ENV_VAR, str(tmp_path / "runs"))
     monkeypatch.setenv(metrics.CACHE_ENV_VAR, str(tmp_path / "cache"))  # a refusal must not compute FID features
