@@ -27,14 +27,19 @@ import hashlib
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from diffusion_lesson.schedules import SCHEDULE_NAMES
+
 CHECKPOINT_FORMAT = 2
 KINDS = ("unet", "latent-unet", "autoencoder", "classifier")
+DIFFUSION_KINDS = ("unet", "latent-unet")  # these need the noise schedule they were trained with
+_WRITTEN_BY = "pass a file written by python -m diffusion_lesson.train"
 
 
 class Checkpoint(NamedTuple):
@@ -60,6 +65,10 @@ class Checkpoint(NamedTuple):
 
 class CheckpointError(ValueError):
     """A file is not a readable checkpoint of the kind asked for; the message says what to do."""
+
+
+class CheckpointKindError(CheckpointError):
+    """A readable checkpoint of another kind than the one asked for (a classifier given as a U-Net...)."""
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -113,27 +122,37 @@ def save_checkpoint(
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in path's folder, fsync, then os.replace over ``path``.
+    """torch.save ``obj`` to ``path`` atomically (see atomic_write)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """write(file) to a temporary file in path's folder, fsync, then os.replace over ``path``.
 
     A full disk, a read-only folder or Ctrl-C during the write leaves ``path`` as it was and no
-    temporary file behind; the error names the folder.
+    temporary file behind; the OSError raised names the file and says what to do.
     """
+    path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        raise OSError(err.errno, f"cannot write a checkpoint in {path.parent} ({err.strerror}); "
+        raise OSError(err.errno, f"cannot write in {path.parent} ({err.strerror or err}); "
                       "choose a writable folder") from err  # fmt: skip
     umask = os.umask(0)
     os.umask(umask)
     try:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows within one file system
-    except BaseException:  # also Ctrl-C and a full disk: never leave a half-written temporary file behind
+    except BaseException as err:  # also Ctrl-C and a full disk: never leave a half-written temporary file behind
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            kept = f"{path} was left as it was" if path.exists() else f"nothing was written to {path}"
+            raise OSError(err.errno, f"cannot write {path} ({err.strerror or err}); {kept}. "
+                          "Free some disk space or choose another folder") from err  # fmt: skip
         raise
     _fsync_dir(path.parent)
 
@@ -147,14 +166,7 @@ def load_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-        raise CheckpointError(
-            f"{path} is not a readable diffusion-lesson checkpoint (truncated or another kind of file: {first}); "
-            "pass a file written by python -m diffusion_lesson.train"
-        ) from err
+    raw = _read(path)
     if isinstance(raw, dict) and raw.get("format") == 1 and "model_config" in raw:
         raw = _upgrade_format_1(raw)
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
@@ -162,9 +174,43 @@ def load_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> 
         raise CheckpointError(
             f"{path} is not a diffusion-lesson checkpoint of format {CHECKPOINT_FORMAT} (found {found})"
         )
+    lacking = [name for name in Checkpoint._fields if name not in raw]
+    if lacking:
+        raise CheckpointError(f"{path} is an incomplete checkpoint: it lacks {', '.join(lacking)}; {_WRITTEN_BY}")
     if raw["kind"] not in kinds:
-        raise CheckpointError(f"{path} holds a model of kind {raw['kind']!r}, but this needs {' or '.join(kinds)}")
+        raise CheckpointKindError(f"{path} holds a model of kind {raw['kind']!r}, but this needs {' or '.join(kinds)}")
+    if raw["kind"] in DIFFUSION_KINDS:
+        _check_schedule(path, raw["schedule"])
     return Checkpoint(**{name: raw[name] for name in Checkpoint._fields})
+
+
+def _read(path: Path) -> Any:
+    """torch.load(weights_only=True), with a message that says why a file cannot be read."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # arbitrary bytes make the unpickler fail in arbitrary ways (IndexError, KeyError...)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:100]
+        if not head:
+            reason = "the file is empty (0 bytes)"
+        elif not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (a pickle before 1.6)
+            reason = f"it is not a file written by torch.save (it starts with {head[:8]!r})"
+        elif isinstance(err, pickle.UnpicklingError):
+            reason = f"it holds objects other than tensors and plain data, which are never unpickled ({first})"
+        else:
+            reason = f"it is truncated or damaged ({first})"
+        raise CheckpointError(f"{path} is not a readable diffusion-lesson checkpoint: {reason}; {_WRITTEN_BY}") from err
+
+
+def _check_schedule(path: Path, schedule: Any) -> None:
+    """A diffusion model must name the noise schedule it was trained with: {"name": "linear" | "cosine", "T": >= 1}."""
+    ok = isinstance(schedule, dict) and schedule.get("name") in SCHEDULE_NAMES
+    if not (ok and isinstance(schedule.get("T"), int) and schedule["T"] >= 1):
+        raise CheckpointError(
+            f"{path} holds a diffusion model without a usable noise schedule (found {schedule!r}; expected "
+            f"{{'name': one of {SCHEDULE_NAMES}, 'T': number of steps}}); {_WRITTEN_BY}"
+        )
 
 
 def _upgrade_format_1(raw: dict) -> dict:

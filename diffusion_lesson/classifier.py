@@ -76,7 +76,7 @@ class MnistClassifier(nn.Module):
         statistics and the same digit would get different features in different batches.
         """
         self.eval()
-        check_digits(x)
+        check_pixel_range(check_digits(x))
         device = next(self.parameters()).device
         parts = [self.embed(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)]
         return torch.cat(parts) if parts else torch.empty(0, self.config.feature_dim)
@@ -88,6 +88,21 @@ def check_digits(x: Tensor) -> Tensor:
         raise ValueError(f"expected digits shaped (B, 1, 28, 28), got {tuple(x.shape)}")
     if not x.dtype.is_floating_point:
         raise TypeError(f"expected float pixels in [-1, 1], got {x.dtype}; convert uint8 with data.to_unit_range")
+    return x
+
+
+def check_pixel_range(x: Tensor) -> Tensor:
+    """Raise a clear error unless every pixel of x is a number in [-1, 1]; returns x (one pass over x)."""
+    if x.numel() == 0:
+        return x
+    low, high = x.aminmax()
+    if torch.isnan(low) or torch.isnan(high):
+        raise ValueError("the images contain NaN (did the model or the sampler diverge?); they cannot be scored")
+    if low < -1 or high > 1:
+        raise ValueError(
+            f"pixels must lie in [-1, 1], got values from {low.item():.4g} to {high.item():.4g}; "
+            "convert uint8 pixels in [0, 255] with data.to_unit_range"
+        )
     return x
 
 

@@ -144,7 +144,10 @@ def reference_features(classifier: MnistClassifier, classifier_id: str, split: s
 
 
 def check_image_array(images: np.ndarray, min_count: int = FEATURE_DIM + 1) -> np.ndarray:
-    """Raise a clear error unless ``images`` is uint8 (N, 28, 28) with N >= min_count; returns it."""
+    """Raise a clear error unless ``images`` is a numpy uint8 array (N, 28, 28) with N >= min_count; returns it."""
+    if not isinstance(images, np.ndarray):
+        hint = ": from a torch tensor use images.cpu().numpy()" if isinstance(images, Tensor) else ""
+        raise TypeError(f"images must be a numpy array, got {type(images).__name__}{hint}")
     if images.ndim == 4 and images.shape[1] == 1:
         raise ValueError(f"images must be (N, 28, 28), got {images.shape}: drop the channel axis with images[:, 0]")
     if images.ndim != 3 or images.shape[1:] != (28, 28):

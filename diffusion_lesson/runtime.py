@@ -22,14 +22,20 @@ def get_device(override: str | torch.device | None = None) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    source = "" if override is not None else f" (from ${DEVICE_ENV_VAR})"
     try:
         device = torch.device(choice)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"unknown device {choice!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from err
+        raise ValueError(f"unknown device {choice!r}{source}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from err
+    if device.type not in ("cpu", "cuda", "mps"):  # torch knows more (xla, meta...) that the course cannot run on
+        raise ValueError(f"unknown device {choice!r}{source}; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {choice!r} was asked for but CUDA is not available; use 'cpu' or unset it")
+        raise RuntimeError(f"device {choice!r}{source} was asked for but CUDA is not available; use 'cpu' or unset it")
+    if device.type == "cuda" and (device.index or 0) >= (count := torch.cuda.device_count()):
+        raise RuntimeError(f"device {choice!r}{source} was asked for but this machine has {count} CUDA "
+                           f"device(s); use one of cuda:0 to cuda:{count - 1}")  # fmt: skip
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"device {choice!r} was asked for but MPS is not available; use 'cpu' or unset it")
+        raise RuntimeError(f"device {choice!r}{source} was asked for but MPS is not available; use 'cpu' or unset it")
     return device
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,8 +39,13 @@ def non_negative_float(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """A finite float > 0, for learning rates and weights."""
-    value = non_negative_float(text)
-    if value == 0:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
     return value
 
@@ -71,6 +78,29 @@ def check_new_output(parser: argparse.ArgumentParser, out: Path, resume: bool = 
         parser.error(f"{out} exists: pass --resume to continue that run, --overwrite to replace it, or another --out")
     if resume and not out.exists():
         parser.error(f"--resume: no checkpoint at {out} to continue")
+    check_writable(parser, "--out", out.parent)
+
+
+def check_writable(parser: argparse.ArgumentParser, flag: str, folder: Path) -> None:
+    """Refuse a folder that cannot be written, before any work: tried by creating (and removing) a file in it.
+
+    A folder that does not exist yet is judged by the nearest one that does (the command creates the rest).
+    """
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        parser.error(f"{flag}: {folder} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+    except OSError as err:
+        parser.error(f"{flag}: cannot write in {folder} ({err.strerror or err}); choose a writable folder")
+    os.close(fd)
+    os.unlink(probe)
+
+
+def fail(parser: argparse.ArgumentParser, message: str) -> None:
+    """Exit 2 with ``prog: error: message`` (no usage line): for failures after the flags were accepted."""
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 def existing_file(parser: argparse.ArgumentParser, flag: str, path: Path | None) -> None:

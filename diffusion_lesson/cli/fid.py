@@ -18,6 +18,7 @@ import torch
 from diffusion_lesson.cli.args import add_device_flag, device_from, positive_int, run
 from diffusion_lesson.cli.provenance import record_fid
 from diffusion_lesson.data import DataNotFoundError, load_mnist, to_uint8
+from diffusion_lesson.metrics import check_image_array
 from diffusion_lesson.models import course_fid
 
 
@@ -41,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--record and --label go together: --record mnist-unet --label 'DDIM-50, seed 0'")
     device = device_from(parser, args.device)
     try:
-        images, name = real_training_digits(args.real_train, args.seed) if args.real_train else (
-            load_images(args.file), str(args.file))  # fmt: skip
+        if args.real_train:
+            images, name = real_training_digits(args.real_train, args.seed)
+        else:  # bad images are refused here, before the reference features are computed
+            images, name = check_image_array(load_images(args.file)), str(args.file)
         result = {"file": name, **course_fid(images, device)}
         if args.record is not None:
             record_fid(args.record, args.label, {k: v for k, v in result.items() if k != "file"})
@@ -70,6 +73,11 @@ def load_images(path: Path) -> np.ndarray:
     """The ``images`` array of an .npz file written by python -m diffusion_lesson.sample."""
     if not path.is_file():
         raise ValueError(f"no file at {path}")
+    with path.open("rb") as f:
+        head = f.read(6)
+    if not head.startswith((b"PK\x03\x04", b"\x93NUMPY")):  # an .npz is a zip archive, an .npy starts so
+        raise ValueError(f"{path} is not a readable .npz file: it is not a numpy archive (it starts with {head!r}); "
+                         "pass a file written by python -m diffusion_lesson.sample")  # fmt: skip
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:

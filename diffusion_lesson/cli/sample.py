@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffusion_lesson.checkpoints import CheckpointError
+from diffusion_lesson.checkpoints import CheckpointError, CheckpointKindError, atomic_write, load_checkpoint
 from diffusion_lesson.cli.args import (
     add_device_flag,
+    check_writable,
     device_from,
     existing_file,
+    fail,
     non_negative_float,
     positive_int,
     run,
@@ -61,14 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     if args.sampler == "ddim" and args.steps > loaded.schedule.T:
-        parser.error(f"--steps must be at most T = {loaded.schedule.T}, got {args.steps}")
+        parser.error(f"--steps must be at most T = {loaded.schedule.T}, the number of noise steps {loaded.path} "
+                     f"was trained with; got {args.steps}: pass --steps {loaded.schedule.T} or fewer")  # fmt: skip
     print(f"sampling {loaded.description}")
     start = time.perf_counter()
     x0 = _sample(args, loaded, device)  # (N, C, H, W): pixels, or latents for a latent model
     if loaded.autoencoder is not None:
         x0 = decode_states(loaded.autoencoder, x0, args.batch_size)  # (N, 1, 28, 28)
     seconds = time.perf_counter() - start
-    np.savez_compressed(args.out, images=to_uint8(x0[:, 0]).cpu().numpy())
+    images = to_uint8(x0[:, 0]).cpu().numpy()
+    try:  # atomic: a full disk or Ctrl-C leaves no half-written file
+        atomic_write(args.out, lambda f: np.savez_compressed(f, images=images))
+    except OSError as err:
+        fail(parser, err.strerror or str(err))
     steps = loaded.schedule.T if args.sampler == "ddpm" else args.steps
     print(f"wrote {args.n} digits to {args.out} ({loaded.kind} {args.sampler}, {steps} steps, "
           f"{seconds:.1f} s on {device})")  # fmt: skip
@@ -79,7 +86,8 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.out.suffix != ".npz":
         parser.error(f"--out must end in .npz, got {args.out}")
     if not args.out.parent.is_dir():
-        parser.error(f"--out: folder {args.out.parent} does not exist")
+        parser.error(f"--out: folder {args.out.parent} does not exist; create it or choose another")
+    check_writable(parser, "--out", args.out.parent)
     existing_file(parser, "--checkpoint", args.checkpoint)
     existing_file(parser, "--autoencoder", args.autoencoder)
     if args.autoencoder is not None and args.model != "latent":
@@ -91,12 +99,19 @@ def _load(args: argparse.Namespace, device: torch.device) -> LoadedModel:
     kind = KINDS[args.model]
     path = args.checkpoint or pretrained_path("mnist-unet" if kind == "unet" else "mnist-latent-unet")
     hint = "pass --model latent" if kind == "unet" else "leave out --model latent"
-    try:
-        return load_model(path, device, (kind,), autoencoder=args.autoencoder)
+    flag = "--checkpoint: " if args.checkpoint else ""
+    try:  # each file is read once on its own first, so that the message names the flag and a mix-up gets a hint
+        load_checkpoint(path, (kind,))
+    except CheckpointKindError as err:
+        raise CheckpointError(f"{flag}{err}; sample only U-Nets, and for a latent model {hint}") from None
     except CheckpointError as err:
-        if "holds a model of kind" not in str(err):
-            raise
-        raise CheckpointError(f"{err}; sample only U-Nets, and for a latent model {hint}") from None
+        raise CheckpointError(f"{flag}{err}") from None
+    if args.autoencoder is not None:
+        try:
+            load_checkpoint(args.autoencoder, ("autoencoder",))
+        except CheckpointError as err:
+            raise CheckpointError(f"--autoencoder: {err}") from None
+    return load_model(path, device, (kind,), autoencoder=args.autoencoder)
 
 
 def _sample(args: argparse.Namespace, loaded: LoadedModel, device: torch.device) -> torch.Tensor:

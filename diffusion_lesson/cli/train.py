@@ -26,6 +26,7 @@ from diffusion_lesson.cli.args import (
     check_new_output,
     device_from,
     existing_file,
+    fail,
     fraction,
     positive_float,
     positive_int,
@@ -109,10 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training {args.model} on {device}: {sum(p.numel() for p in state.model.parameters()):,} parameters, "
           f"step {state.step} -> {state.config.steps}, checkpoint {out}")  # fmt: skip
     start = time.perf_counter()
-    train(state, data, checkpoint_path=out, checkpoint_every=args.checkpoint_every, progress=not args.quiet)
-    seconds = time.perf_counter() - start
-    summary = finish_run(state, data, out, args.dataset)
-    write_sidecar(out, "python -m diffusion_lesson.train", argv, state.step, seconds, device, args.resume)
+    try:
+        train(state, data, checkpoint_path=out, checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+        seconds = time.perf_counter() - start
+        summary = finish_run(state, data, out, args.dataset)
+        write_sidecar(out, "python -m diffusion_lesson.train", argv, state.step, seconds, device, args.resume)
+    except OSError as err:  # a full disk or a folder that became read-only: the last good checkpoint stays
+        kept = f"{out} holds the last checkpoint saved" if out.exists() else "no checkpoint was saved"
+        fail(parser, f"{err.strerror or err}\ntraining stopped at step {state.step} and {kept}; once the problem "
+                     "is fixed, run the command again (with --resume to continue from that checkpoint)")  # fmt: skip
     if state.step < state.config.steps:
         print(f"stopped at step {state.step}; continue with the same command plus --resume")
         return 130
