@@ -206,3 +206,11 @@ def test_ship_copies_the_ema_weights_and_records_the_sidecar(tiny_run, tmp_path,
     shipped = load_checkpoint(copy / "mnist_unet.pt")
     assert shipped.optimizer is None and shipped.ema is None
     assert all(torch.equal(shipped.model[k], v) for k, v in load_checkpoint(tiny_run).ema.items())
+
+
+@needs_mnist
+def test_train_uses_min_snr_weighting_unless_told_plain(tiny_run, tmp_path):
+    assert load_checkpoint(tiny_run).objective["min_snr_gamma"] == 5.0  # the default recipe
+    plain = tmp_path / "plain.pt"
+    assert train_cli.main(["--steps", "1", "--out", str(plain), "--plain-loss", *TINY]) == 0
+    assert load_checkpoint(plain).objective["min_snr_gamma"] is None

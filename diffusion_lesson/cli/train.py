@@ -74,8 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--no-attention", action="store_true", help="U-Nets: no self-attention at the lowest resolution")
     net.add_argument("--num-classes", type=positive_int, default=None, help="U-Nets: class-conditional (chapter 07)")
     net.add_argument("--label-dropout", type=fraction, default=0.0, help="U-Nets: default 0")
-    net.add_argument("--min-snr-gamma", type=positive_float, default=None,
-                     help="U-Nets: weight the loss by min(SNR, gamma) / SNR (default: plain DDPM loss)")  # fmt: skip
+    net.add_argument(
+        "--min-snr-gamma",
+        type=positive_float,
+        default=5.0,
+        help="U-Nets: weight the loss by min(SNR, gamma) / SNR (default: %(default)s)",
+    )
+    net.add_argument("--plain-loss", action="store_true", help="U-Nets: DDPM's plain average over t instead")
     net.add_argument("--kl-weight", type=positive_float, default=1e-4, help="autoencoder: default %(default)s")
     net.add_argument("--latent-channels", type=positive_int, default=4, help="autoencoder: default %(default)s")
     add_device_flag(parser)
@@ -160,7 +165,8 @@ def _fresh(args: argparse.Namespace, device: torch.device):
     options = {"attention": not args.no_attention, "num_classes": args.num_classes}
     if args.base_channels is not None:
         options["base_channels"] = args.base_channels
-    objective = DiffusionObjective(make_schedule(args.schedule).to(device), args.label_dropout, args.min_snr_gamma)
+    gamma = None if args.plain_loss else args.min_snr_gamma
+    objective = DiffusionObjective(make_schedule(args.schedule).to(device), args.label_dropout, gamma)
     if args.model == "pixel":
         return start_training(UNet(UNetConfig(**options)), objective, config, device, "unet"), data
     if args.autoencoder is not None:
