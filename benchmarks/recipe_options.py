@@ -1,0 +1,78 @@
+"""Experimental training options for benchmarks/time_to_quality.py, kept out of the package.
+
+Each option is small and self-contained so that a winner can be ported into diffusion_lesson (the
+Min-SNR-gamma weighting and x0 clipping were: losses.min_snr_weight, the samplers' clip_x0):
+
+    sample_timesteps(B, T, kind, generator)  uniform t or a logit-normal t that favours the middle
+    AdditiveSkipUNet                         the course U-Net with h + skip instead of cat([h, skip])
+
+Everything keeps epsilon prediction.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from diffusion_lesson.unet import ResBlock, UNet, UNetConfig, timestep_embedding
+
+T_SAMPLINGS = ("uniform", "logit_normal")
+
+
+def sample_timesteps(
+    batch_size: int, T: int, kind: str = "uniform", generator: torch.Generator | None = None, device="cpu"
+) -> Tensor:
+    """(B,) long timesteps in [0, T).
+
+    "uniform": DDPM's t ~ U{0..T-1}. "logit_normal": u = sigmoid(n), n ~ N(0, 1), t = floor(u T)
+    (the SD3 choice): density peaks at t = T/2 and is ~1/4 of the uniform density at the ends.
+    """
+    if kind == "uniform":
+        return torch.randint(0, T, (batch_size,), generator=generator, device=device)
+    if kind == "logit_normal":
+        n = torch.randn(batch_size, generator=generator, device=device)
+        return (torch.sigmoid(n) * T).long().clamp(0, T - 1)
+    raise ValueError(f"unknown timestep sampling {kind!r}; choose one of {T_SAMPLINGS}")
+
+
+class AdditiveSkipUNet(UNet):
+    """The course U-Net with additive skips: up blocks take h + skip (same width) instead of a concat.
+
+    With blocks_per_level = 1 every skip has the width of h where it is used, so the up blocks keep
+    their in_ch = out_ch and lose the 1x1 skip conv and half of conv1's input channels.
+    """
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__(config)
+        cfg = self.config
+        widths, emb_dim = cfg.widths, 4 * cfg.base_channels
+        self.up = torch.nn.ModuleList(
+            ResBlock(w, w, emb_dim, cfg.norm_groups) for w in reversed(widths) for _ in range(cfg.blocks_per_level)
+        )
+
+    def forward(self, xt: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        self._check_inputs(xt, t, labels)
+        cfg, B = self.config, xt.shape[0]
+        emb = self.time_mlp(timestep_embedding(t, cfg.base_channels))
+        if self.label_emb is not None:
+            if labels is None:
+                labels = torch.full((B,), cfg.num_classes, dtype=torch.long, device=xt.device)
+            emb = emb + self.label_emb(labels)
+        h = self.stem(torch.nn.functional.pixel_unshuffle(xt, cfg.patch_size))
+        skips, blocks = [], iter(self.down)
+        for i in range(len(cfg.widths)):
+            for _ in range(cfg.blocks_per_level):
+                h = next(blocks)(h, emb)
+                skips.append(h)
+            if i < len(cfg.widths) - 1:
+                h = self.downsample[i](h)
+        h = self.mid2(self.attn(self.mid1(h, emb)), emb)
+        blocks, upsamples = iter(self.up), iter(self.upsample)
+        for i in reversed(range(len(cfg.widths))):
+            for _ in range(cfg.blocks_per_level):
+                h = next(blocks)(h + skips.pop(), emb)  # the only change: add, do not concatenate
+            if i > 0:
+                size = skips[-1].shape[-2:]
+                h = next(upsamples)(torch.nn.functional.interpolate(h, size=size, mode="nearest"))
+        h = self.out_conv(torch.nn.functional.silu(self.out_norm(h)))
+        return torch.nn.functional.pixel_shuffle(h, cfg.patch_size)
