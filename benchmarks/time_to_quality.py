@@ -314,7 +314,8 @@ def plot(results: dict, path: Path) -> None:
     clocks = {r.get("clock", "wall") for r in results["recipes"].values()}
     ax.set_xlabel(f"training seconds ({' / '.join(sorted(clocks))} clock, evaluation excluded)")
     ax.set_ylabel(f"FID (N = {next(iter(results['recipes'].values()))['n']}, DDIM-50, EMA)")
-    ax.set_title("Sample quality against training time (open triangle: last point, x0 clipping switched)")
+    title = "Sample quality against training time\n(open triangle: the last point, sampled with x0 clipping switched)"
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
