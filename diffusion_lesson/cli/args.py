@@ -15,12 +15,17 @@ import torch
 from diffusion_lesson.runtime import get_device
 
 
+def _number(text: str, cast: type, expected: str) -> int | float:
+    """cast(text), or argparse's error 'must be <expected>, got ...' (non-numbers quoted)."""
+    try:
+        return cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
     """An int >= 1, for counts such as --steps, --n and --batch-size."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    value = _number(text, int, "a positive integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
@@ -28,10 +33,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     """A finite float >= 0, for --eta and guidance scales."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    value = _number(text, float, "a number >= 0")
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
@@ -39,10 +41,7 @@ def non_negative_float(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """A finite float > 0, for learning rates and weights."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    value = _number(text, float, "a number > 0")
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     if value <= 0:
