@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from diffusion_lesson.unet import ResBlock, UNet, UNetConfig, timestep_embedding
+from diffusion_lesson.unet import ResBlock, UNet, UNetConfig
 
 T_SAMPLINGS = ("uniform", "logit_normal")
 
@@ -50,29 +50,5 @@ class AdditiveSkipUNet(UNet):
             ResBlock(w, w, emb_dim, cfg.norm_groups) for w in reversed(widths) for _ in range(cfg.blocks_per_level)
         )
 
-    def forward(self, xt: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        self._check_inputs(xt, t, labels)
-        cfg, B = self.config, xt.shape[0]
-        emb = self.time_mlp(timestep_embedding(t, cfg.base_channels))
-        if self.label_emb is not None:
-            if labels is None:
-                labels = torch.full((B,), cfg.num_classes, dtype=torch.long, device=xt.device)
-            emb = emb + self.label_emb(labels)
-        h = self.stem(torch.nn.functional.pixel_unshuffle(xt, cfg.patch_size))
-        skips, blocks = [], iter(self.down)
-        for i in range(len(cfg.widths)):
-            for _ in range(cfg.blocks_per_level):
-                h = next(blocks)(h, emb)
-                skips.append(h)
-            if i < len(cfg.widths) - 1:
-                h = self.downsample[i](h)
-        h = self.mid2(self.attn(self.mid1(h, emb)), emb)
-        blocks, upsamples = iter(self.up), iter(self.upsample)
-        for i in reversed(range(len(cfg.widths))):
-            for _ in range(cfg.blocks_per_level):
-                h = next(blocks)(h + skips.pop(), emb)  # the only change: add, do not concatenate
-            if i > 0:
-                size = skips[-1].shape[-2:]
-                h = next(upsamples)(torch.nn.functional.interpolate(h, size=size, mode="nearest"))
-        h = self.out_conv(torch.nn.functional.silu(self.out_norm(h)))
-        return torch.nn.functional.pixel_shuffle(h, cfg.patch_size)
+    def merge_skip(self, h: Tensor, skip: Tensor) -> Tensor:
+        return h + skip  # the only change: add, do not concatenate

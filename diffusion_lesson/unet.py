@@ -200,13 +200,17 @@ class UNet(nn.Module):
         blocks, upsamples = iter(self.up), iter(self.upsample)
         for i in reversed(range(len(cfg.widths))):
             for _ in range(cfg.blocks_per_level):
-                h = next(blocks)(torch.cat([h, skips.pop()], dim=1), emb)
+                h = next(blocks)(self.merge_skip(h, skips.pop()), emb)
             if i > 0:
                 size = skips[-1].shape[-2:]  # back to the skip's exact size (odd sizes: 4 -> 7)
                 h = next(upsamples)(F.interpolate(h, size=size, mode="nearest"))
 
         h = self.out_conv(F.silu(self.out_norm(h)))  # (B, C * p * p, H/p, W/p)
         return F.pixel_shuffle(h, cfg.patch_size)
+
+    def merge_skip(self, h: Tensor, skip: Tensor) -> Tensor:
+        """How the way up takes in a skip connection: concatenated channels, (B, C_h + C_skip, H, W)."""
+        return torch.cat([h, skip], dim=1)
 
     def _check_inputs(self, xt: Tensor, t: Tensor, labels: Tensor | None) -> None:
         cfg = self.config
