@@ -4,7 +4,9 @@ Algorithm 1 of DDPM, one step:  x0 ~ data,  t ~ Uniform{0, ..., T-1},  eps ~ N(0
     take a gradient step on  || eps - eps_theta(sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, t) ||^2
 
 ``DiffusionObjective`` wraps it for the training loop (``training.train``) with its settings: the
-noise schedule it trains for and the label dropout of classifier-free guidance (chapter 07).
+noise schedule it trains for and the label dropout of classifier-free guidance (chapter 07). For a
+text-conditioned model the batch's labels are caption codes (``prompts.caption_codes``), turned into
+a freshly drawn caption per image at every step.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from diffusion_lesson.data import LabeledImages
 from diffusion_lesson.forward import q_sample
+from diffusion_lesson.prompts import random_captions
 from diffusion_lesson.runtime import randn_like
 from diffusion_lesson.schedules import Schedule
 
@@ -97,11 +100,22 @@ class DiffusionObjective:
             raise ValueError(f"min_snr_gamma must be None or > 0, got {self.min_snr_gamma}")
 
     def loss(self, model: nn.Module, batch: LabeledImages, generator: torch.Generator) -> Tensor:
-        labels = batch.labels if model.config.num_classes is not None else None
-        errors = eps_errors(model, batch.images, self.schedule, generator, labels, self.label_dropout)
+        if model.config.vocabulary is not None:
+            tokens = self.prompt_tokens(model, batch.labels, generator)
+            errors = eps_errors(model, batch.images, self.schedule, generator, tokens)
+        else:
+            labels = batch.labels if model.config.num_classes is not None else None
+            errors = eps_errors(model, batch.images, self.schedule, generator, labels, self.label_dropout)
         if self.min_snr_gamma is None:
             return errors.mse.mean()
         return (min_snr_weight(errors.t, self.schedule, self.min_snr_gamma) * errors.mse).mean()
+
+    def prompt_tokens(self, model: nn.Module, codes: Tensor, generator: torch.Generator) -> Tensor:
+        """A text model's condition: a fresh caption per image (``prompts``), "" with prob label_dropout."""
+        captions = random_captions(codes, generator)
+        drop = torch.rand(len(captions), generator=generator, device=generator.device) < self.label_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        return model.tokenizer.encode(captions).to(codes.device)  # (B, max_tokens)
 
     def to_dict(self) -> dict:
         """The settings beside the schedule (which checkpoints store on their own)."""

@@ -42,6 +42,8 @@ COURSE_MODELS = {
     "mnist-unet": "unet",
     "mnist-autoencoder": "autoencoder",
     "mnist-latent-unet": "latent-unet",
+    "mnist-cond-unet": "unet",  # class-conditional (notebook 07)
+    "mnist-text-unet": "latent-unet",  # reads prompts (notebook 07)
     "mnist-classifier": "classifier",
 }
 _NETWORKS = {

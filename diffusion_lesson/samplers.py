@@ -214,12 +214,13 @@ def run_sampler(
     """The loop both samplers share: x_T ~ N(0, I), then ``step`` at each of ``timesteps`` in order.
 
     shape: (N, C, H, W) or any (N, ...); requests larger than ``batch_size`` run in chunks.
-    labels: (N,) long class labels passed to the model, or None. The trajectory, if asked for,
+    labels: (N,) long class labels (or (N, L) prompt tokens) passed to the model, or None. The trajectory, if asked for,
     is kept on the CPU. Noise is drawn from ``generator``, which must live on ``device``.
     """
     n = shape[0]
-    if labels is not None and labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},) to match the {n} samples, got {tuple(labels.shape)}")
+    if labels is not None and (labels.ndim == 0 or labels.shape[0] != n):
+        raise ValueError(f"labels must have shape ({n},) (or ({n}, L) prompt tokens) to match the {n} samples, "
+                         f"got {tuple(labels.shape)}")  # fmt: skip
     chunk = batch_size or n
     outputs, trajectories = [], []
     for start in range(0, n, chunk):

@@ -11,7 +11,9 @@ Layout, for the default config on 1x28x28 MNIST (B = batch):
 
 The time step enters through a sinusoidal embedding and an MLP, added to every residual block; a
 class label (optional, for classifier-free guidance in notebook 07) adds a learned embedding, with
-one extra "no class" entry at index ``num_classes``. The number of levels comes from
+one extra "no class" entry at index ``num_classes``. A text-conditioned model (``vocabulary`` set,
+notebook 07) instead reads prompt tokens with its own text encoder and lets every residual block's
+output attend to them (cross-attention, ``text.py``), as Stable Diffusion's U-Net does. The number of levels comes from
 ``channel_mults``; downsampling rounds up (7 -> 4) and upsampling returns to the skip's exact size,
 so odd latent sizes such as 4x7x7 (notebook 05) work too.
 """
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffusion_lesson.settings import Settings
+from diffusion_lesson.text import CrossAttention, TextEncoder, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class UNetConfig(Settings):
     num_classes: None for an unconditional model; else labels in [0, num_classes), and
         num_classes itself means "no class" (classifier-free guidance)
     norm_groups: groups of each GroupNorm (must divide every level's width)
+    vocabulary: None, or the words of a text-conditioned model (its "labels" are then token ids)
+    max_tokens, text_dim, text_layers: the prompt length in tokens and the text encoder's size
     """
 
     in_channels: int = 1
@@ -53,9 +58,17 @@ class UNetConfig(Settings):
     attention: bool = True
     num_classes: int | None = None
     norm_groups: int = 8
+    vocabulary: tuple[str, ...] | None = None
+    max_tokens: int = 8
+    text_dim: int = 64
+    text_layers: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
+        if self.vocabulary is not None:
+            object.__setattr__(self, "vocabulary", tuple(self.vocabulary))
+            if self.num_classes is not None:
+                raise ValueError("a U-Net takes class labels (num_classes) or prompts (vocabulary), not both")
         for name in ("in_channels", "image_size", "patch_size", "base_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"UNetConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -142,6 +155,10 @@ class UNet(nn.Module):
         # index num_classes is the "no class" entry, used when a label is dropped (guidance)
         self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes is not None else None
         self.stem = nn.Conv2d(cfg.in_channels * p * p, widths[0], 3, padding=1)
+        self.text_encoder = None
+        if cfg.vocabulary is not None:
+            self.text_encoder = TextEncoder(len(cfg.vocabulary), cfg.max_tokens, cfg.text_dim, cfg.text_layers)
+            self.tokenizer = Tokenizer(cfg.vocabulary, cfg.max_tokens)
 
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -168,6 +185,10 @@ class UNet(nn.Module):
                 self.upsample.append(nn.Conv2d(ch, widths[i - 1], 3, padding=1))
                 ch = widths[i - 1]
 
+        self.cross = None  # a text model: cross-attention after every residual block (down, middle, up)
+        if self.text_encoder is not None:
+            widths_out = [b.conv2.out_channels for b in (*self.down, self.mid2, *self.up)]
+            self.cross = nn.ModuleList(CrossAttention(c, cfg.text_dim, groups) for c in widths_out)
         self.out_norm = nn.GroupNorm(groups, ch)
         self.out_conv = nn.Conv2d(ch, cfg.in_channels * p * p, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
@@ -176,7 +197,8 @@ class UNet(nn.Module):
     def forward(self, xt: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         """xt: (B, C, H, W) as in the config; t: (B,) long in [0, T); labels: (B,) long or None.
 
-        Returns eps_pred: (B, C, H, W). For a class-conditional model, labels=None means "no class".
+        A text-conditioned model takes token ids (B, max_tokens) as labels (``self.tokenizer``).
+        Returns eps_pred: (B, C, H, W). labels=None means "no class" (or the empty prompt).
         """
         self._check_inputs(xt, t, labels)
         cfg, B = self.config, xt.shape[0]
@@ -185,28 +207,39 @@ class UNet(nn.Module):
             if labels is None:
                 labels = torch.full((B,), cfg.num_classes, dtype=torch.long, device=xt.device)
             emb = emb + self.label_emb(labels)
+        attend = self._cross_attention(labels, B, xt.device)
 
         h = self.stem(F.pixel_unshuffle(xt, cfg.patch_size))  # (B, widths[0], H/p, W/p)
         skips, blocks = [], iter(self.down)
         for i in range(len(cfg.widths)):
             for _ in range(cfg.blocks_per_level):
-                h = next(blocks)(h, emb)
+                h = attend(next(blocks)(h, emb))
                 skips.append(h)
             if i < len(cfg.widths) - 1:
                 h = self.downsample[i](h)  # (B, C, ceil(H/2), ceil(W/2))
 
-        h = self.mid2(self.attn(self.mid1(h, emb)), emb)
+        h = attend(self.mid2(self.attn(self.mid1(h, emb)), emb))
 
         blocks, upsamples = iter(self.up), iter(self.upsample)
         for i in reversed(range(len(cfg.widths))):
             for _ in range(cfg.blocks_per_level):
-                h = next(blocks)(self.merge_skip(h, skips.pop()), emb)
+                h = attend(next(blocks)(self.merge_skip(h, skips.pop()), emb))
             if i > 0:
                 size = skips[-1].shape[-2:]  # back to the skip's exact size (odd sizes: 4 -> 7)
                 h = next(upsamples)(F.interpolate(h, size=size, mode="nearest"))
 
         h = self.out_conv(F.silu(self.out_norm(h)))  # (B, C * p * p, H/p, W/p)
         return F.pixel_shuffle(h, cfg.patch_size)
+
+    def _cross_attention(self, tokens: Tensor | None, B: int, device: torch.device):
+        """h -> h for an untexted model; else h -> the next cross-attention block applied to h."""
+        if self.text_encoder is None:
+            return lambda h: h
+        if tokens is None:
+            tokens = self.tokenizer.encode([""] * B).to(device)  # the empty prompt: <start> alone
+        context, pad = self.text_encoder(tokens)  # (B, L, text_dim), (B, L)
+        blocks = iter(self.cross)
+        return lambda h: next(blocks)(h, context, pad)
 
     def merge_skip(self, h: Tensor, skip: Tensor) -> Tensor:
         """How the way up takes in a skip connection: concatenated channels, (B, C_h + C_skip, H, W)."""
@@ -223,6 +256,11 @@ class UNet(nn.Module):
             got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"t must be a (B,) = ({xt.shape[0]},) integer tensor, got {got}")
         if labels is None:
+            return
+        if cfg.vocabulary is not None:
+            if labels.shape != (xt.shape[0], cfg.max_tokens) or labels.dtype != torch.long:
+                raise ValueError(f"a text-conditioned U-Net takes token ids ({xt.shape[0]}, {cfg.max_tokens}) long "
+                                 f"(model.tokenizer.encode), got {tuple(labels.shape)} {labels.dtype}")  # fmt: skip
             return
         if cfg.num_classes is None:
             raise ValueError("labels were given to an unconditional model (UNetConfig.num_classes is None)")

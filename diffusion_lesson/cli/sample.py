@@ -1,9 +1,11 @@
-"""python -m diffusion_lesson.sample: write generated digits to an .npz file (notebooks 03-05).
+"""python -m diffusion_lesson.sample: write generated digits to an .npz file (notebooks 03-05, 07).
 
 The file holds ``images``, a uint8 array (N, 28, 28). The model is the shipped pretrained one
-(--model pixel or latent) unless --checkpoint names another; its kind and noise schedule come from
-the file. A latent model's (N, 4, 7, 7) samples are decoded by the autoencoder it was trained with
-(or --autoencoder). The sampler is DDIM (50 steps) unless told otherwise.
+(--model pixel or latent; with --digit the class-conditional pixel model, with --prompt the
+text-conditioned latent model) unless --checkpoint names another; its kind and noise schedule come
+from the file. A latent model's (N, 4, 7, 7) samples are decoded by the autoencoder it was trained
+with (or --autoencoder). The sampler is DDIM (50 steps) unless told otherwise. --guidance W mixes
+the conditional and unconditional predictions (classifier-free guidance, notebook 07).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from diffusion_lesson.cli.args import (
     run,
 )  # fmt: skip
 from diffusion_lesson.data import to_uint8
+from diffusion_lesson.generate import condition_tensor
+from diffusion_lesson.guidance import DEFAULT_GUIDANCE, Guided
 from diffusion_lesson.latent import decode_states
 from diffusion_lesson.models import LoadedModel, load_model, pretrained_path
 from diffusion_lesson.runtime import make_generator
@@ -40,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=positive_int, required=True, help="number of digits to generate")
     parser.add_argument("--seed", type=int, required=True, help="random seed (same seed, same digits on one device)")
     parser.add_argument("--out", type=Path, required=True, help="output file, .npz")
-    parser.add_argument("--model", choices=tuple(KINDS), default="pixel", help="default: %(default)s")
+    parser.add_argument("--model", choices=tuple(KINDS), default=None, help="default: pixel (latent with --prompt)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a training checkpoint (default: shipped)")
     parser.add_argument("--autoencoder", type=Path, default=None, help="--model latent: the autoencoder to decode with")
     parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="default: %(default)s")
@@ -49,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variance", choices=VARIANCES, default="beta", help="DDPM's sigma_t^2 (default: beta)")
     parser.add_argument("--clip-x0", action="store_true", help="clip each predicted x0 to [-1, 1] (both samplers)")
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="samples per forward pass")
+    condition = parser.add_argument_group("conditioning (notebook 07)").add_mutually_exclusive_group()
+    condition.add_argument("--digit", type=int, choices=range(10), metavar="D", help="a digit 0-9 (class-conditional)")
+    condition.add_argument("--prompt", help='a prompt such as "a thick seven" (text-conditioned)')
+    parser.add_argument("--guidance", type=non_negative_float, default=None,
+                        help=f"guidance scale w >= 0 (default with --digit, --prompt: {DEFAULT_GUIDANCE})")  # fmt: skip
     add_device_flag(parser)
     return parser
 
@@ -65,9 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.sampler == "ddim" and args.steps > loaded.schedule.T:
         parser.error(f"--steps must be at most T = {loaded.schedule.T}, the number of noise steps {loaded.path} "
                      f"was trained with; got {args.steps}: pass --steps {loaded.schedule.T} or fewer")  # fmt: skip
+    try:
+        condition = _condition(args, loaded)
+    except ValueError as err:
+        parser.error(f"{'--prompt' if args.prompt is not None else '--digit'}: {err}")
     print(f"sampling {loaded.description}")
     start = time.perf_counter()
-    x0 = _sample(args, loaded, device)  # (N, C, H, W): pixels, or latents for a latent model
+    x0 = _sample(args, loaded, condition, device)  # (N, C, H, W): pixels, or latents for a latent model
     if loaded.autoencoder is not None:
         x0 = decode_states(loaded.autoencoder, x0, args.batch_size)  # (N, 1, 28, 28)
     seconds = time.perf_counter() - start
@@ -90,20 +103,30 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     check_writable(parser, "--out", args.out.parent)
     existing_file(parser, "--checkpoint", args.checkpoint)
     existing_file(parser, "--autoencoder", args.autoencoder)
-    if args.autoencoder is not None and args.model != "latent":
-        parser.error("--autoencoder needs --model latent")
+    if args.autoencoder is not None and args.model != "latent" and args.prompt is None:
+        parser.error("--autoencoder needs --model latent (or --prompt)")
+    if args.guidance is not None and args.digit is None and args.prompt is None:
+        parser.error("--guidance needs a condition to guide towards: add --digit D or --prompt TEXT")
+    if args.checkpoint is None and args.model == "latent" and args.digit is not None:
+        parser.error("--digit: the shipped latent model is unconditional; --digit samples the class-conditional "
+                     "pixel model (leave out --model latent)")  # fmt: skip
+    if args.checkpoint is None and args.model == "pixel" and args.prompt is not None:
+        parser.error("--prompt: the shipped text model is a latent model; leave out --model pixel")
 
 
 def _load(args: argparse.Namespace, device: torch.device) -> LoadedModel:
     """The model to sample: --checkpoint, or the shipped one of --model, refusing a file of another kind."""
-    kind = KINDS[args.model]
-    path = args.checkpoint or pretrained_path("mnist-unet" if kind == "unet" else "mnist-latent-unet")
-    hint = "pass --model latent" if kind == "unet" else "leave out --model latent"
+    kinds = (KINDS["latent" if args.prompt is not None else args.model or "pixel"],)
+    path = args.checkpoint or pretrained_path(_shipped_name(args))
+    hint = "pass --model latent" if kinds == ("unet",) else "leave out --model latent"
+    if args.prompt is not None:
+        hint = "--prompt needs a text-conditioned latent model (python -m diffusion_lesson.train --model text)"
     flag = "--checkpoint: " if args.checkpoint else ""
     try:  # each file is read once on its own first, so that the message names the flag and a mix-up gets a hint
-        load_checkpoint(path, (kind,))
+        load_checkpoint(path, kinds)
     except CheckpointKindError as err:
-        raise CheckpointError(f"{flag}{err}; sample only U-Nets, and for a latent model {hint}") from None
+        advice = hint if args.prompt is not None else f"sample only U-Nets, and for a latent model {hint}"
+        raise CheckpointError(f"{flag}{err}; {advice}") from None
     except CheckpointError as err:
         raise CheckpointError(f"{flag}{err}") from None
     if args.autoencoder is not None:
@@ -111,17 +134,35 @@ def _load(args: argparse.Namespace, device: torch.device) -> LoadedModel:
             load_checkpoint(args.autoencoder, ("autoencoder",))
         except CheckpointError as err:
             raise CheckpointError(f"--autoencoder: {err}") from None
-    return load_model(path, device, (kind,), autoencoder=args.autoencoder)
+    return load_model(path, device, kinds, autoencoder=args.autoencoder)
 
 
-def _sample(args: argparse.Namespace, loaded: LoadedModel, device: torch.device) -> torch.Tensor:
+def _shipped_name(args: argparse.Namespace) -> str:
+    if args.prompt is not None:
+        return "mnist-text-unet"
+    if args.digit is not None:
+        return "mnist-cond-unet"
+    return "mnist-unet" if (args.model or "pixel") == "pixel" else "mnist-latent-unet"
+
+
+def _condition(args: argparse.Namespace, loaded: LoadedModel) -> torch.Tensor | None:
+    """The labels or prompt tokens for every sample; refuses a condition the model cannot read."""
+    if args.digit is None and args.prompt is None:
+        return None
+    return condition_tensor(loaded.model, args.n, args.digit, args.prompt)
+
+
+def _sample(args: argparse.Namespace, loaded: LoadedModel, condition, device: torch.device) -> torch.Tensor:
     cfg = loaded.model.config
     shape = (args.n, cfg.in_channels, cfg.image_size, cfg.image_size)
+    model = loaded.model
+    if condition is not None:
+        model = Guided(loaded.model, DEFAULT_GUIDANCE if args.guidance is None else args.guidance)
     options = {"generator": make_generator(args.seed, device), "device": device, "batch_size": args.batch_size,
-               "progress": True, "clip_x0": args.clip_x0}  # fmt: skip
+               "progress": True, "clip_x0": args.clip_x0, "labels": condition}  # fmt: skip
     if args.sampler == "ddpm":
-        return sample_ddpm(loaded.model, shape, loaded.schedule, variance=args.variance, **options).x0
-    return sample_ddim(loaded.model, shape, loaded.schedule, steps=args.steps, eta=args.eta, **options).x0
+        return sample_ddpm(model, shape, loaded.schedule, variance=args.variance, **options).x0
+    return sample_ddim(model, shape, loaded.schedule, steps=args.steps, eta=args.eta, **options).x0
 
 
 if __name__ == "__main__":

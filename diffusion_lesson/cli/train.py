@@ -1,8 +1,10 @@
 """python -m diffusion_lesson.train: train any of the course's models from a terminal.
 
---model pixel (default) is notebook 03's run; latent is notebook 05's U-Net on an autoencoder's
-latents (the training set is encoded once with --autoencoder: default runs/mnist-autoencoder.pt,
-else the shipped one); autoencoder is notebook 05's VAE; classifier is FID's feature network
+--model pixel (default) is notebook 03's run (with --num-classes 10, notebook 07's class-conditional
+one); latent is notebook 05's U-Net on an autoencoder's latents (the training set is encoded once
+with --autoencoder: default runs/mnist-autoencoder.pt, else the shipped one); text is notebook 07's
+latent U-Net that reads prompts (captions written from each digit's label and measured thickness and
+slant, ``prompts``); autoencoder is notebook 05's VAE; classifier is FID's feature network
 (notebook 06). All four go through the same loop (diffusion_lesson.training). The run is
 checkpointed atomically to --out every --checkpoint-every steps and when it stops (Ctrl-C too), and
 a sidecar <out>.json records the command, steps, wall time and device. --resume continues a run.
@@ -34,20 +36,24 @@ from diffusion_lesson.cli.args import (
 )  # fmt: skip
 from diffusion_lesson.cli.finish import finish_run
 from diffusion_lesson.cli.provenance import write_sidecar
-from diffusion_lesson.data import DATASET_FOLDERS, load_mnist
+from diffusion_lesson.data import DATASET_FOLDERS, LabeledImages, load_mnist
 from diffusion_lesson.latent import LATENT_BASE_CHANNELS, encode_dataset, latent_extra, latent_unet_config
 from diffusion_lesson.losses import DiffusionObjective
 from diffusion_lesson.models import load_course_model, load_model, resume_training, runs_dir
+from diffusion_lesson.prompts import caption_codes, measure_attributes
 from diffusion_lesson.schedules import SCHEDULE_NAMES, make_schedule
+from diffusion_lesson.text import VOCABULARY
 from diffusion_lesson.training import TrainConfig, TrainState, start_training, train
 from diffusion_lesson.unet import UNet, UNetConfig
 
-MODELS = ("pixel", "latent", "autoencoder", "classifier")
-KIND = {"pixel": "unet", "latent": "latent-unet", "autoencoder": "autoencoder", "classifier": "classifier"}
+MODELS = ("pixel", "latent", "text", "autoencoder", "classifier")
+KIND = {"pixel": "unet", "latent": "latent-unet", "text": "latent-unet", "autoencoder": "autoencoder",
+        "classifier": "classifier"}  # fmt: skip
 # Loop settings that differ from TrainConfig's defaults (which are notebook 03's run), per model.
 LOOP_DEFAULTS = {
     "pixel": {},
     "latent": {},
+    "text": {},
     "autoencoder": {"steps": 2000, "warmup_steps": 100, "decay_lr": False, "grad_clip": 0.0},
     "classifier": {"steps": 1500, "lr": 3e-3, "warmup_steps": 450, "weight_decay": 1e-4, "grad_clip": 0.0,
                    "ema_decay": 0.0},
@@ -58,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m diffusion_lesson.train", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=MODELS, default="pixel", help="what to train (default: %(default)s)")
     parser.add_argument("--dataset", choices=tuple(DATASET_FOLDERS), default="mnist", help="default: %(default)s")
-    parser.add_argument("--autoencoder", type=Path, default=None, help="--model latent: autoencoder checkpoint")
+    parser.add_argument("--autoencoder", type=Path, default=None, help="--model latent, text: autoencoder checkpoint")
     loop = parser.add_argument_group("the loop (defaults depend on --model; pixel: notebook 03's)")
     loop.add_argument("--steps", type=positive_int, help="total optimizer steps; " + _defaults("steps"))
     loop.add_argument("--batch-size", type=positive_int, help=_defaults("batch_size"))
@@ -132,13 +138,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def default_file_name(args: argparse.Namespace) -> str:
-    names = {"pixel": "unet", "latent": "latent-unet", "autoencoder": "autoencoder", "classifier": "classifier"}
+    names = {"pixel": "unet", "latent": "latent-unet", "text": "text-unet", "autoencoder": "autoencoder",
+             "classifier": "classifier"}  # fmt: skip
+    if args.model == "pixel" and args.num_classes is not None:
+        return f"{args.dataset}-cond-unet.pt"
     return f"{args.dataset}-{names[args.model]}.pt"
 
 
 def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path) -> None:
-    if args.autoencoder is not None and args.model != "latent":
-        parser.error("--autoencoder needs --model latent")
+    if args.autoencoder is not None and args.model not in ("latent", "text"):
+        parser.error("--autoencoder needs --model latent or --model text")
+    if args.num_classes is not None and args.model != "pixel":
+        parser.error("--num-classes is for --model pixel; --model text is conditioned on prompts")
+    if args.model == "text" and args.dataset != "mnist":
+        parser.error("--model text captions MNIST digits only; leave out --dataset")
     existing_file(parser, "--autoencoder", args.autoencoder)
     if args.model in ("autoencoder", "classifier") and args.dataset != "mnist":
         parser.error(f"--model {args.model} trains on MNIST only; leave out --dataset")
@@ -173,11 +186,22 @@ def _fresh(args: argparse.Namespace, device: torch.device):
         source = load_model(args.autoencoder, device, ("autoencoder",))
     else:
         source = load_course_model("mnist-autoencoder", device)
+    if args.model == "text":
+        options = {**options, "num_classes": None, "vocabulary": VOCABULARY}
     unet = UNet(latent_unet_config(source.model.config, **options))
     state = start_training(unet, objective, config, device, "latent-unet")
     recorded = str(args.autoencoder) if args.autoencoder else _recorded_name(source.path)
     state.extra = latent_extra(source.model, recorded)
-    return state, encode_dataset(source.model, data)  # (60000, 4, 7, 7): encoded once, then the same loop
+    return state, _latent_data(source.model, data, args.model == "text")
+
+
+def _latent_data(autoencoder, data: LabeledImages, text: bool) -> LabeledImages:
+    """The training set encoded once (60000, 4, 7, 7); a text model's labels become caption codes."""
+    latents = encode_dataset(autoencoder, data)
+    if not text:
+        return latents
+    codes = caption_codes(data.labels, measure_attributes(data.images, data.labels))
+    return LabeledImages(latents.images, codes.to(latents.labels.device))
 
 
 def _recorded_name(path: Path) -> str:
@@ -188,18 +212,21 @@ def _recorded_name(path: Path) -> str:
 def _resumed(args: argparse.Namespace, out: Path, device: torch.device) -> tuple[TrainState, object]:
     """The saved run with the new step count, and its data (a latent run re-encodes with its recorded autoencoder)."""
     saved = load_checkpoint(out)
-    if saved.kind != KIND[args.model]:
-        raise ValueError(f"{out} holds a {saved.kind} run; resume it with --model {_model_flag(saved.kind)}")
+    flag = _model_flag(saved.kind, saved.model_config)
+    if flag != args.model:
+        raise ValueError(f"{out} holds a {saved.kind} run; resume it with --model {flag}")
     config = TrainConfig.from_dict(saved.train_config)
     state = resume_training(out, device, replace(config, steps=args.steps or config.steps))
     data = load_mnist("train", device=device, dataset=args.dataset)
     if saved.kind == "latent-unet":
-        data = encode_dataset(load_model(out, device).autoencoder, data)
+        data = _latent_data(load_model(out, device).autoencoder, data, flag == "text")
     return state, data
 
 
-def _model_flag(kind: str) -> str:
-    return {v: k for k, v in KIND.items()}[kind]
+def _model_flag(kind: str, model_config: dict) -> str:
+    if model_config.get("vocabulary") is not None:
+        return "text"
+    return {v: k for k, v in KIND.items() if k != "text"}[kind]
 
 
 if __name__ == "__main__":
