@@ -4,17 +4,21 @@
     generate(loaded, condition_tensor(loaded.model, 8, prompt="a thick seven"), guidance=3.0)
 
 A latent model's samples are decoded by the autoencoder it was trained with, so the result is always
-pixels (N, 1, 28, 28) in [-1, 1], on the CPU.
+pixels (N, 1, 28, 28) in [-1, 1], on the CPU. ``measure_digit_accuracy`` and ``measure_attribute_shift``
+are notebook 07's yardsticks: does the model draw the digit, and the attribute, it was asked for?
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
-from diffusion_lesson.guidance import Guided
+from diffusion_lesson.guidance import Guided, classify, per_digit_accuracy
 from diffusion_lesson.latent import decode_states
 from diffusion_lesson.models import LoadedModel
+from diffusion_lesson.prompts import DIGIT_WORDS, slant, stroke_thickness
 from diffusion_lesson.runtime import make_generator
 from diffusion_lesson.samplers import sample_ddim, sample_ddpm
 
@@ -81,3 +85,51 @@ def generate(
     if loaded.autoencoder is not None:
         x0 = decode_states(loaded.autoencoder, x0, batch_size)
     return x0.cpu()
+
+
+def digit_conditions(loaded: LoadedModel, per_digit: int, words: tuple[str, ...] = DIGIT_WORDS) -> Tensor:
+    """per_digit samples of each digit 0-9, digit-major: labels (10 per_digit,), or the prompts ``words[d]``."""
+    digits = torch.arange(10).repeat_interleave(per_digit)
+    if loaded.model.config.vocabulary is not None:
+        return loaded.model.tokenizer.encode([words[d] for d in digits.tolist()])
+    return condition_tensor(loaded.model, len(digits), digits)
+
+
+class DigitAccuracy(NamedTuple):
+    """How often the classifier reads the asked digit: overall, per digit (10,), and the samples (N, 1, 28, 28)."""
+
+    overall: float
+    per_digit: Tensor
+    images: Tensor
+
+
+def measure_digit_accuracy(
+    loaded: LoadedModel, classifier: nn.Module, scale: float, per_digit: int = 100, **generate_options
+) -> DigitAccuracy:
+    """Sample per_digit of each digit at guidance ``scale`` (a prompt naming only the digit for a text model)."""
+    asked = torch.arange(10).repeat_interleave(per_digit)
+    images = generate(loaded, digit_conditions(loaded, per_digit), scale, **generate_options)
+    per_digit_hits = per_digit_accuracy(classify(classifier, images), asked)
+    return DigitAccuracy(per_digit_hits.mean().item(), per_digit_hits, images)
+
+
+class AttributeShift(NamedTuple):
+    """Per digit (10,): mean thickness of "a thick D" minus "a thin D" samples (pixels), and mean slant of
+    "D, slanted right" minus "D, slanted left" samples. Positive everywhere: the words do what they say."""
+
+    thickness: Tensor
+    slant: Tensor
+
+
+def measure_attribute_shift(
+    loaded: LoadedModel, scale: float, per_prompt: int = 50, **generate_options
+) -> AttributeShift:
+    """For each digit, sample the four attribute prompts at guidance ``scale`` and compare the measured attribute."""
+    prompts = {"thick": "a thick {}", "thin": "a thin {}", "right": "{}, slanted right", "left": "{}, slanted left"}
+    measured = {}
+    for key, template in prompts.items():
+        texts = [template.format(DIGIT_WORDS[d]) for d in range(10) for _ in range(per_prompt)]
+        images = generate(loaded, loaded.model.tokenizer.encode(texts), scale, **generate_options)
+        values = stroke_thickness(images) if key in ("thick", "thin") else slant(images)
+        measured[key] = values.reshape(10, per_prompt).mean(1)
+    return AttributeShift(measured["thick"] - measured["thin"], measured["right"] - measured["left"])

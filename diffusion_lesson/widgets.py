@@ -1,4 +1,5 @@
-"""The timestep scrubber: a slider and play button over precomputed x_t (notebooks 01, 02, 04, 05).
+"""The timestep scrubber: a slider and play button over precomputed x_t (notebooks 01, 02, 04, 05);
+the guidance explorer and the prompt box of notebook 07.
 
 ``render_frame`` is pure (tensor in, PNG bytes and caption out) so tests can call it; the widget is a
 thin shell that calls it whenever the slider moves. Rendering is plain NumPy + PNG encoding, not
@@ -7,8 +8,9 @@ matplotlib, so an update costs a few milliseconds on a CPU (benchmarks/scrubber_
 
 from __future__ import annotations
 
+import html
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import ipywidgets as widgets
@@ -37,11 +39,7 @@ def render_frame(images: Tensor, t: int, schedule: Schedule, nrow: int | None = 
     """Render (K, C, H, W) images in [-1, 1] taken at step t as an upscaled PNG grid with its caption."""
     if not 0 <= t < schedule.T:
         raise ValueError(f"t must lie in [0, {schedule.T}), got {t}")
-    grid = image_grid(images, nrow)
-    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)  # nearest-neighbour upscale
-    buffer = io.BytesIO()
-    Image.fromarray(grid).save(buffer, format="PNG", compress_level=1)
-    return Frame(buffer.getvalue(), caption_for(t, schedule))
+    return Frame(grid_png(images, nrow, scale), caption_for(t, schedule))
 
 
 class TimestepScrubber(widgets.VBox):
@@ -87,3 +85,66 @@ class TimestepScrubber(widgets.VBox):
 
     def _on_change(self, change: dict) -> None:
         self.show(change["new"])
+
+
+def grid_png(images: Tensor, nrow: int | None = None, scale: int = 3) -> bytes:
+    """(K, C, H, W) images in [-1, 1] as an upscaled PNG grid."""
+    grid = image_grid(images, nrow)
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)  # nearest-neighbour upscale
+    buffer = io.BytesIO()
+    Image.fromarray(grid).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+class GuidanceExplorer(widgets.VBox):
+    """A picker over conditions and a guidance slider over precomputed samples (notebook 07).
+
+    samples: (P, S, K, C, H, W): K samples for each of P conditions (``choices``) and S guidance
+    ``scales``, drawn from the same starting noise, so moving the slider shows what guidance changes.
+    """
+
+    def __init__(self, samples: Tensor, choices: Sequence[str], scales: Sequence[float], scale: int = 3) -> None:
+        if samples.ndim != 6 or samples.shape[:2] != (len(choices), len(scales)):
+            raise ValueError(f"samples must be (P, S, K, C, H, W) = ({len(choices)}, {len(scales)}, ...), "
+                             f"got {tuple(samples.shape)}")  # fmt: skip
+        self.samples, self.scale = samples.detach().cpu(), scale
+        self.picker = widgets.ToggleButtons(options=[(c, i) for i, c in enumerate(choices)], value=0)
+        self.picker.style.button_width = "auto"
+        self.slider = widgets.SelectionSlider(options=[(f"{w:g}", i) for i, w in enumerate(scales)], value=0,
+                                              description="guidance w")  # fmt: skip
+        self.image = widgets.Image(format="png")
+        for control in (self.picker, self.slider):
+            control.observe(lambda _: self.show(self.picker.value, self.slider.value), names="value")
+        self.show(0, 0)
+        super().__init__([self.picker, self.slider, self.image])
+
+    def show(self, choice: int, scale_index: int) -> None:
+        self.image.value = grid_png(self.samples[choice, scale_index], nrow=self.samples.shape[2], scale=self.scale)
+
+
+class PromptBox(widgets.VBox):
+    """A text box, a guidance slider and a button that draws ``draw(prompt, w) -> (K, C, H, W)`` (notebook 07).
+
+    A prompt the model cannot read (``draw`` raises ValueError) shows the message instead of a traceback.
+    """
+
+    def __init__(self, draw: Callable[[str, float], Tensor], prompt: str = "a thick seven", guidance: float = 3.0,
+                 max_guidance: float = 8.0, scale: int = 3) -> None:  # fmt: skip
+        self.draw, self.scale = draw, scale
+        self.text = widgets.Text(value=prompt, description="prompt", continuous_update=False)
+        self.slider = widgets.FloatSlider(value=guidance, min=0, max=max_guidance, step=0.5, description="guidance w")
+        self.button = widgets.Button(description="draw")
+        self.message = widgets.HTML()
+        self.image = widgets.Image(format="png")
+        self.button.on_click(lambda _: self.show())
+        self.text.observe(lambda _: self.show(), names="value")
+        super().__init__([widgets.HBox([self.text, self.button]), self.slider, self.message, self.image])
+
+    def show(self) -> None:
+        try:
+            images = self.draw(self.text.value, self.slider.value)
+        except ValueError as err:
+            self.message.value = f"<pre style='margin:0;white-space:pre-wrap'>{html.escape(str(err))}</pre>"
+            return
+        self.message.value = f"<pre style='margin:0'>{html.escape(self.text.value)!r}, w = {self.slider.value:g}</pre>"
+        self.image.value = grid_png(images, nrow=len(images), scale=self.scale)

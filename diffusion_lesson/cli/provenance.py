@@ -84,6 +84,16 @@ def record_fid(name: str, label: str, result: dict) -> dict:
     return records[name]["fid"]
 
 
+def record_measurement(name: str, label: str, result: dict) -> dict:
+    """Store another measured figure (digit accuracy, attribute shift...) under name -> "measured" -> label."""
+    records = models.manifest()
+    if name not in records:
+        raise ValueError(f"no shipped model named {name!r}; shipped: {sorted(records)}")
+    records[name].setdefault("measured", {})[label] = result
+    _write_manifest(records)
+    return records[name]["measured"]
+
+
 def _write_manifest(records: dict) -> None:
     tmp = models.MANIFEST_PATH.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(records, indent=2) + "\n")

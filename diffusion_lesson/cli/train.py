@@ -169,11 +169,11 @@ def _loop_config(args: argparse.Namespace) -> TrainConfig:
 def _fresh(args: argparse.Namespace, device: torch.device):
     """A new run of args.model and the data it trains on (latents for --model latent)."""
     config, data = _loop_config(args), load_mnist("train", device=device, dataset=args.dataset)
+    torch.manual_seed(config.seed)  # the weight initialisation: --seed fixes it too
     if args.model == "autoencoder":
         model = Autoencoder(AutoencoderConfig(latent_channels=args.latent_channels))
         return start_training(model, AutoencoderObjective(args.kl_weight), config, device, "autoencoder"), data
     if args.model == "classifier":
-        torch.manual_seed(config.seed)  # the weight initialisation
         return start_training(MnistClassifier(), ClassifierObjective(), config, device, "classifier"), data
     options = {"attention": not args.no_attention, "num_classes": args.num_classes}
     if args.base_channels is not None:
@@ -188,6 +188,7 @@ def _fresh(args: argparse.Namespace, device: torch.device):
         source = load_course_model("mnist-autoencoder", device)
     if args.model == "text":
         options = {**options, "num_classes": None, "vocabulary": VOCABULARY}
+    torch.manual_seed(config.seed)  # again: building the autoencoder above drew from the generator
     unet = UNet(latent_unet_config(source.model.config, **options))
     state = start_training(unet, objective, config, device, "latent-unet")
     recorded = str(args.autoencoder) if args.autoencoder else _recorded_name(source.path)
