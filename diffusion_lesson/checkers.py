@@ -90,6 +90,8 @@ def check_q_sample(fn: Callable) -> CheckResult:
                 closed_form(lambda s, t: s.alpha[t].sqrt(), lambda s, t: s.beta[t].sqrt())),
         Mistake(OFF_BY_ONE + "x_t uses alpha_bar[t]; you used alpha_bar[t - 1] (that is alpha_bar_prev[t], and at "
                 "t = 0 it is alpha_bar[-1], the last entry)", closed_form(root_ab, root_1mab, shift=-1)),
+        Mistake(OFF_BY_ONE + "x_t uses alpha_bar[t]; alpha_bar_prev[t] belongs to the step before",
+                closed_form(lambda s, t: s.alpha_bar_prev[t].sqrt(), lambda s, t: (1 - s.alpha_bar_prev[t]).sqrt())),
     ]  # fmt: skip
     hint = ("x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps; schedule.alpha_bar[t] has shape (B,), so "
             "reshape it to (B, 1, 1, 1) to multiply each image by its own number")  # fmt: skip
