@@ -4,6 +4,7 @@ Each wrong implementation below is written the way a learner would write it, ind
 checkers' own list of mistakes, and must get the message that names its mistake.
 """
 
+import ast
 import json
 import os
 import subprocess
@@ -262,6 +263,18 @@ def test_notebook_solutions_pass_and_their_stubs_are_not_yet_implemented(path, c
     stub = run_cell(cells, "".join(cell["metadata"]["stub"]))
     assert not stub.passed and "is not yet implemented" in stub.message
     assert "Hint" in "".join(cell["metadata"]["stub"])
+
+
+def test_no_other_cell_uses_what_a_solution_defines():
+    """The cheap half of "student copies run to the end": later cells call the package, never the learner's function."""
+    for path, cells, cell in SOLUTIONS:
+        tree = ast.parse("".join(cell["source"]))
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert defined, f"{path.name} {cell['id']}: a solution cell defines the learner's function"
+        for other in cells:
+            if other is not cell and other["cell_type"] == "code":
+                used = {n.id for n in ast.walk(ast.parse("".join(other["source"]))) if isinstance(n, ast.Name)}
+                assert not used & defined, f"{path.name} {other['id']} uses {used & defined} from a solution"
 
 
 @pytest.fixture(scope="module")
