@@ -110,7 +110,7 @@ def _verdict(fn, cases, reference, mistakes, hint, canon, rtol, atol) -> CheckRe
             return CheckResult(False, f"{name} is not yet implemented: replace the `raise NotImplementedError` line "
                                       "with your code and run the cell again")  # fmt: skip
         except Exception as err:  # the learner's code may raise anything; report it in one line
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            first = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else "(no message)"
             extra = INDEX_HINT if isinstance(err, IndexError) else hint
             return CheckResult(False, f"{name} raised {type(err).__name__} on the case {case.label}: {first}. "
                                       f"Hint: {extra}")  # fmt: skip

@@ -213,6 +213,14 @@ def test_wrong_shape_says_the_shape_expected():
     assert "does not broadcast to the mean's shape (3, 1, 6, 6)" in bad_var.message
 
 
+def test_a_complex_answer_is_refused_with_a_hint():
+    def complex_fid(m1, c1, m2, c2):  # scipy's sqrtm may return a complex matrix; forgetting .real leaks it out
+        return np.sum((m1 - m2) ** 2) + np.trace(c1 + c2 - 2 * scipy.linalg.sqrtm(c1 @ c2).astype(complex))
+
+    result = checkers.check_frechet_distance(complex_fid)
+    assert not result.passed and "returned a complex number" in result.message and ".real" in result.message
+
+
 def test_an_unnamed_error_says_where_and_how_far():
     result = checkers.check_guidance(lambda c, u, w: u + w * (c - u) + (0.5 if w == 3.0 else 0.0))
     assert (
@@ -327,6 +335,12 @@ def test_the_command_refuses_a_solution_without_a_stub(tmp_path, capsys):
     with pytest.raises(SystemExit):
         exercises_cli.main(["--out", str(tmp_path / "out"), "--notebooks", str(source)])
     assert "cell a has a 'solution' tag but no 'stub'" in capsys.readouterr().err
+
+
+def test_the_command_runs_as_a_module():
+    command = [sys.executable, "-m", "diffusion_lesson.exercises", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("usage: python -m diffusion_lesson.exercises") and "--overwrite" in result.stdout
 
 
 @pytest.mark.slow
