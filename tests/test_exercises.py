@@ -260,8 +260,8 @@ def run_cell(cells, source):
     return namespace["result"]
 
 
-def test_every_notebook_01_to_06_has_exercises():
-    assert sorted({path.name[:2] for path, _, _ in SOLUTIONS}) == ["01", "02", "03", "04", "05", "06"]
+def test_every_notebook_from_01_has_exercises():
+    assert {"01", "02", "03", "04", "05", "06"} <= {path.name[:2] for path, _, _ in SOLUTIONS}
     assert len(SOLUTIONS) >= 9
 
 
