@@ -1,9 +1,9 @@
 """The package's shape: every import points one way, down the layers, and none hides inside a function.
 
-    commands   cli/*, train, sample, fid, ship    argument parsing, provenance, the maintainer's tools
+    commands   cli/*, train, sample, fid, ship, exercises    argument parsing, provenance, the maintainer's tools
     models     models, generate                    "your own run, else the shipped one", any checkpoint by kind
     chapters   unet, losses, training, samplers, autoencoder, latent, classifier, metrics, costs,
-               plotting, widgets, prompts, text, guidance       one concept each
+               plotting, widgets, prompts, text, guidance, checking, checkers       one concept each
     base       settings, schedules, forward, data, runtime, timing, checkpoints, toy
 
 A module may import its own layer and the layers below it, never above, and the imports between the
@@ -19,9 +19,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "diffusion_lesson"
 LAYERS = {
     "base": {"settings", "schedules", "forward", "data", "runtime", "timing", "checkpoints", "toy"},
     "chapters": {"unet", "losses", "training", "samplers", "autoencoder", "latent", "classifier", "metrics", "costs",
-                 "plotting", "widgets", "prompts", "text", "guidance"},
+                 "plotting", "widgets", "prompts", "text", "guidance",
+                 "checking", "checkers"},
     "models": {"models", "generate"},
-    "commands": {"train", "sample", "fid", "ship"},
+    "commands": {"train", "sample", "fid", "ship", "exercises"},
 }  # fmt: skip
 RANK = {"base": 0, "chapters": 1, "models": 2, "commands": 3}
 
