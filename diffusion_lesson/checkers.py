@@ -33,6 +33,7 @@ from diffusion_lesson.checking import (
     randn,
 )
 from diffusion_lesson.forward import predict_x0_from_eps, q_posterior, q_sample, q_step
+from diffusion_lesson.guidance import guide
 from diffusion_lesson.losses import simple_loss
 from diffusion_lesson.metrics import FeatureStats, frechet_distance
 from diffusion_lesson.samplers import ddim_step, ddpm_step
@@ -367,8 +368,7 @@ def check_guidance(fn: Callable) -> CheckResult:
                 "w (eps_cond - eps_uncond)", lambda c, u, w: w * (c - u)),
     ]  # fmt: skip
     hint = "eps = eps_uncond + w (eps_cond - eps_uncond), shaped like eps_cond"
-    # no guidance function in the package yet: the reference is the formula itself (diffusers' convention)
-    return judge(fn, cases, lambda c, u, w: u + w * (c - u), mistakes, hint)
+    return judge(fn, cases, guide, mistakes, hint)
 
 
 def _toy_eps_model(xt: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:

@@ -9,7 +9,8 @@ from PIL import Image
 
 from diffusion_lesson.forward import q_sample
 from diffusion_lesson.schedules import make_schedule
-from diffusion_lesson.widgets import TimestepScrubber, caption_for, render_frame
+from diffusion_lesson.text import Tokenizer
+from diffusion_lesson.widgets import GuidanceExplorer, PromptBox, TimestepScrubber, caption_for, grid_png, render_frame
 
 SCHEDULE = make_schedule("linear")
 
@@ -81,3 +82,26 @@ def test_scrubber_rejects_bad_shapes():
         TimestepScrubber(torch.zeros(5, 1, 8, 8), SCHEDULE)
     with pytest.raises(ValueError, match="2 timesteps for 3 states"):
         TimestepScrubber(torch.zeros(3, 1, 1, 8, 8), SCHEDULE, timesteps=[2, 1])
+
+
+def test_guidance_explorer_shows_the_picked_condition_at_the_picked_scale():
+    samples = torch.zeros(3, 2, 4, 1, 28, 28)
+    samples[2, 1] = 1.0  # condition 2 at scale index 1: all white
+    explorer = GuidanceExplorer(samples, ["a", "b", "c"], [0.0, 3.0])
+    dark = explorer.image.value
+    explorer.picker.value, explorer.slider.value = 2, 1
+    assert explorer.image.value != dark and explorer.image.value == grid_png(samples[2, 1], nrow=4)
+    with pytest.raises(ValueError, match=r"must be \(P, S, K, C, H, W\) = \(3, 3, ...\)"):
+        GuidanceExplorer(samples, ["a", "b", "c"], [0.0, 1.0, 3.0])
+
+
+def test_prompt_box_draws_and_shows_a_refused_prompt_as_a_message():
+    def draw(prompt: str, w: float) -> torch.Tensor:
+        Tokenizer().encode(prompt)
+        return torch.full((2, 1, 28, 28), w / 8)
+
+    box = PromptBox(draw, "a thick seven", 3.0)
+    box.show()
+    assert box.image.value == grid_png(torch.full((2, 1, 28, 28), 3 / 8), nrow=2) and "w = 3" in box.message.value
+    box.text.value = "a purple seven"  # submitting the text draws again
+    assert "unknown word(s) &#x27;purple&#x27;" in box.message.value and "knows only these words" in box.message.value
