@@ -76,22 +76,21 @@ def record_in_manifest(name: str, shipped: Path, made: dict) -> dict:
 
 def record_fid(name: str, label: str, result: dict) -> dict:
     """Store a measured FID in the manifest under name -> "fid" -> label; returns that model's FIDs."""
-    records = models.manifest()
-    if name not in records:
-        raise ValueError(f"no shipped model named {name!r}; shipped: {sorted(records)}")
-    records[name].setdefault("fid", {})[label] = result
-    _write_manifest(records)
-    return records[name]["fid"]
+    return _record(name, "fid", label, result)
 
 
 def record_measurement(name: str, label: str, result: dict) -> dict:
     """Store another measured figure (digit accuracy, attribute shift...) under name -> "measured" -> label."""
+    return _record(name, "measured", label, result)
+
+
+def _record(name: str, section: str, label: str, result: dict) -> dict:
     records = models.manifest()
     if name not in records:
         raise ValueError(f"no shipped model named {name!r}; shipped: {sorted(records)}")
-    records[name].setdefault("measured", {})[label] = result
+    records[name].setdefault(section, {})[label] = result
     _write_manifest(records)
-    return records[name]["measured"]
+    return records[name][section]
 
 
 def _write_manifest(records: dict) -> None:
