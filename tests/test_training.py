@@ -15,6 +15,7 @@ from diffusion_lesson.forward import predict_eps_from_x0
 from diffusion_lesson.losses import DiffusionObjective, eps_errors, min_snr_weight, simple_loss
 from diffusion_lesson.models import resume_training
 from diffusion_lesson.schedules import make_schedule
+from diffusion_lesson.text import VOCABULARY
 from diffusion_lesson.training import EMA, TrainConfig, lr_at, save_training, start_training, train
 from diffusion_lesson.unet import UNet, UNetConfig
 
@@ -272,3 +273,18 @@ def test_min_snr_objective_reweights_the_same_draws_and_plain_is_simple_loss():
     torch.testing.assert_close(weighted, (min_snr_weight(errors.t, schedule, 5.0) * errors.mse).mean())
     huge = DiffusionObjective(schedule, min_snr_gamma=1e30).loss(model, batch, torch.Generator().manual_seed(3))
     torch.testing.assert_close(huge, plain)  # gamma above every SNR: every weight is 1
+
+
+def test_a_text_model_resumes_exactly_with_the_same_captions(tmp_path):
+    """Captions are drawn from the run's generator, so a resumed text run draws the same ones."""
+    fake = _fake_data()
+    data = LabeledImages(torch.randn(len(fake.images), 4, 7, 7), torch.arange(len(fake.images)) % 90)  # codes
+    config = UNetConfig(in_channels=4, image_size=7, patch_size=1, base_channels=8, norm_groups=4,
+                        vocabulary=VOCABULARY)  # fmt: skip
+    objective = DiffusionObjective(make_schedule("linear"), label_dropout=0.1)
+    torch.manual_seed(1)
+    full = train(start_training(UNet(config), objective, _short_run(), kind="latent-unet"), data, progress=False)
+    torch.manual_seed(1)
+    first = start_training(UNet(config), objective, _short_run(), kind="latent-unet")
+    train(first, data, _stop_at(3), 1, checkpoint_path=tmp_path / "run.pt", progress=False)
+    _assert_same_run(full, train(resume_training(tmp_path / "run.pt"), data, progress=False))
