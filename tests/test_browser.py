@@ -4,7 +4,8 @@ For notebooks 01 (the forward chain) and 04 (a sampling trajectory), in quick mo
 cell added at the end that keeps the kernel busy; then, while it is busy, move the scrubber by
 keyboard, by dragging its handle, by a click on its track followed by an arrow key (the slider must
 keep the focus), and with play. Every move must change the picture and the "t = ... alpha_bar_t = ..."
-caption, and the picture must be drawn at the size it is shown. Screenshots of every step go to
+caption, and the picture must be drawn at the size it is shown. Notebook 01 is then saved with its
+widget state and opened again, and its scrubber must still move. Screenshots of every step go to
 $DIFFUSION_LESSON_ARTIFACTS (default: test-artifacts/browser/ in the repository, ignored by git).
 
 Needs the `playwright` Python package (the test extras) and Debian's `chromium` (.ci/run installs it
@@ -67,10 +68,12 @@ def lab(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """JupyterLab on a free loopback port with its own configuration; yields (url, notebook folder)."""
     home = tmp_path_factory.mktemp("lab")
     settings = home / "settings"
-    # No news or update checks (no internet here) and every cell in the page (no windowing).
+    # No news or update checks (no internet here), every cell in the page (no windowing), and widget
+    # state saved with the notebook.
     write_json(settings / "@jupyterlab/apputils-extension/notification.jupyterlab-settings",
                {"fetchNews": "false", "checkForUpdates": False})  # fmt: skip
     write_json(settings / "@jupyterlab/notebook-extension/tracker.jupyterlab-settings", {"windowingMode": "none"})
+    write_json(settings / "@jupyter-widgets/jupyterlab-manager/plugin.jupyterlab-settings", {"saveState": True})
     folder = home / "notebooks"
     folder.mkdir()
     env = dict(os.environ, DIFFUSION_LESSON_QUICK="1", JUPYTERLAB_SETTINGS_DIR=str(settings),
@@ -170,6 +173,8 @@ def open_and_run(page, url: str, name: str) -> None:
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_scrubber_moves_its_picture_in_the_browser_while_the_kernel_is_busy(browser, lab, name):
+    """Every kind of move changes the picture and the caption, all while the kernel sleeps in a later cell;
+    for 01 also in the notebook saved with its widget state and opened again (a fresh kernel)."""
     url, folder = lab
     copy_with_busy_cell(name, folder)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -187,11 +192,34 @@ def test_scrubber_moves_its_picture_in_the_browser_while_the_kernel_is_busy(brow
             scrubber.wait_drawn(0)
             try_every_move(page, scrubber)
         page.screenshot(path=ARTIFACTS / f"{stem}-page.png")
+        if name == NOTEBOOKS[0]:
+            reopen_saved(page, url, folder / name, stem)
         print(f"{name}: done in {time.monotonic() - start:.1f} s")
     finally:
         page.screenshot(path=ARTIFACTS / f"{stem}-last.png")
         page.evaluate(f"{NOTEBOOK_JS}?.sessionContext?.shutdown()")
         page.close()
+
+
+def reopen_saved(page, url: str, path: Path, stem: str) -> None:
+    """Save with the widget state, close, open again: the scrubber shows and moves though no kernel made it."""
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function(f"() => !{NOTEBOOK_JS}.context.model.dirty", timeout=30_000)
+    saved = json.loads(path.read_text())
+    assert "application/vnd.jupyter.widget-state+json" in saved["metadata"].get("widgets", {})
+    print(f"{path.name} saved with its widget state: {path.stat().st_size / 2**20:.1f} MiB")
+    page.evaluate(f"() => {NOTEBOOK_JS}.sessionContext.shutdown()")
+    page.evaluate("() => window.jupyterapp.commands.execute('application:close-all')")
+    page.goto(f"{url}/lab/tree/{path.name}?token={TOKEN}&reset")
+    scrubber = Scrubber(page, page.locator(".dl-scrubber").first, f"{stem}-saved")
+    scrubber.locator.wait_for(timeout=60_000)
+    scrubber.locator.scroll_into_view_if_needed()
+    scrubber.wait_drawn(scrubber.state()["index"])  # the frame shown when it was saved
+    state = scrubber.state()
+    scrubber.shot("0-start")
+    scrubber.slider.focus()
+    page.keyboard.press("End")
+    scrubber.assert_moved(state, "1-keyboard")
 
 
 def try_every_move(page, scrubber: Scrubber) -> None:
