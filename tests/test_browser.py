@@ -6,10 +6,11 @@ keyboard, by dragging its handle, by a click on its track followed by an arrow k
 keep the focus), and with play. Every move must change the picture and the "t = ... alpha_bar_t = ..."
 caption, and the picture must be drawn at the size it is shown. Notebook 01 is then saved with its
 widget state and opened again, and its scrubber must still move. Screenshots of every step go to
-$DIFFUSION_LESSON_ARTIFACTS (default: test-artifacts/browser/ in the repository, ignored by git).
+test-artifacts/browser/ in the repository (ignored by git), or $DIFFUSION_LESSON_ARTIFACTS/browser/.
 
 Needs the `playwright` Python package (the test extras) and Debian's `chromium` (.ci/run installs it
-with apt-get); never `playwright install`. Without them the test is skipped and says why.
+with apt-get), or the browser named by $DIFFUSION_LESSON_CHROMIUM; never `playwright install`. Without
+them the test is skipped and says why.
 """
 
 import json
