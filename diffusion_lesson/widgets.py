@@ -1,9 +1,10 @@
-"""The timestep scrubber: a slider and play button over precomputed x_t (notebooks 01, 02, 04, 05);
+"""The timestep scrubber: a slider and play button over precomputed x_t (notebooks 01-05);
 the guidance explorer and the prompt box of notebook 07.
 
-``render_frame`` is pure (tensor in, PNG bytes and caption out) so tests can call it; the widget is a
-thin shell that calls it whenever the slider moves. Rendering is plain NumPy + PNG encoding, not
-matplotlib, so an update costs a few milliseconds on a CPU (benchmarks/scrubber_latency.py).
+``render_frame`` is pure (tensor in, PNG bytes and caption out) so tests can call it. The scrubber
+renders every frame once, when it is made (plain NumPy + PNG encoding, a millisecond or so a frame),
+and its browser side (``scrubber.js``, an anywidget module) swaps them: moving the slider never
+waits for the kernel. tests/test_browser.py drives it in JupyterLab in Chromium.
 """
 
 from __future__ import annotations
@@ -11,15 +12,27 @@ from __future__ import annotations
 import html
 import io
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
+import anywidget
 import ipywidgets as widgets
 import numpy as np
+import traitlets
 from PIL import Image
 from torch import Tensor
 
 from diffusion_lesson.plotting import image_grid
 from diffusion_lesson.schedules import Schedule
+
+_SCRUBBER_CSS = """
+.dl-scrubber { display: flex; flex-direction: column; align-items: flex-start; gap: 4px; }
+.dl-scrubber-controls { display: flex; align-items: center; gap: 8px; width: 100%; }
+.dl-scrubber-label { display: flex; align-items: center; gap: 8px; flex: 0 1 60%; }
+.dl-scrubber-slider { flex: 1; }
+.dl-scrubber-caption { margin: 0; }
+.dl-scrubber-image { max-width: 100%; height: auto; image-rendering: pixelated; }
+"""
 
 
 class Frame(NamedTuple):
@@ -42,11 +55,25 @@ def render_frame(images: Tensor, t: int, schedule: Schedule, nrow: int | None = 
     return Frame(grid_png(images, nrow, scale), caption_for(t, schedule))
 
 
-class TimestepScrubber(widgets.VBox):
+class TimestepScrubber(anywidget.AnyWidget):
     """Slider + play button over states (S, K, C, H, W); state i was taken at step timesteps[i].
 
     For a forward process S = T and timesteps = 0..T-1; for a sampler's trajectory the visited steps.
+    Every frame is rendered here once and sent to the browser, which swaps them as the slider moves
+    (scrubber.js), so the scrubber works while the kernel is busy. More than ``max_frames`` states are
+    thinned to every k-th one, k = ceil(S / max_frames), plus the last (T = 1000: t = 0, 4, ..., 996,
+    999), to bound what is sent: about 6 KB per frame of 8 noisy digits. ``max_frames=None`` keeps all.
     """
+
+    _esm = Path(__file__).with_name("scrubber.js")
+    _css = _SCRUBBER_CSS
+    frames = traitlets.List(traitlets.Bytes()).tag(sync=True)  # PNG per kept state, one pixel per image pixel
+    captions = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    index = traitlets.Int(0).tag(sync=True)  # the frame on screen, in [0, len(frames))
+    scale = traitlets.Int(3).tag(sync=True)  # screen pixels per image pixel (nearest neighbour)
+    label = traitlets.Unicode("t").tag(sync=True)
+    play_step = traitlets.Int(1).tag(sync=True)
+    play_interval_ms = traitlets.Int(60).tag(sync=True)
 
     def __init__(
         self,
@@ -56,35 +83,34 @@ class TimestepScrubber(widgets.VBox):
         nrow: int | None = None,
         scale: int = 3,
         play_interval_ms: int = 60,
+        max_frames: int | None = 250,
     ):
         if states.ndim != 5:
             raise ValueError(f"states must be (S, K, C, H, W), got shape {tuple(states.shape)}")
-        self.states = states.detach().cpu()
-        self.schedule = schedule
-        self.timesteps = list(range(states.shape[0])) if timesteps is None else [int(t) for t in timesteps]
-        if len(self.timesteps) != states.shape[0]:
-            raise ValueError(f"{len(self.timesteps)} timesteps for {states.shape[0]} states")
-        self.nrow, self.scale = nrow, scale
-        last = states.shape[0] - 1
-        self.slider = widgets.IntSlider(value=0, min=0, max=last, description="frame" if timesteps else "t")
-        self.slider.layout.width = "60%"
-        # ~100 play frames whatever S is, so "play" takes a few seconds.
-        self.play = widgets.Play(value=0, min=0, max=last, step=max(1, last // 100), interval=play_interval_ms)
-        widgets.jslink((self.play, "value"), (self.slider, "value"))
-        self.image = widgets.Image(format="png")
-        self.caption = widgets.HTML()
-        self.slider.observe(self._on_change, names="value")
-        self.show(0)
-        super().__init__([widgets.HBox([self.play, self.slider]), self.caption, self.image])
+        all_steps = list(range(states.shape[0])) if timesteps is None else [int(t) for t in timesteps]
+        if len(all_steps) != states.shape[0]:
+            raise ValueError(f"{len(all_steps)} timesteps for {states.shape[0]} states")
+        kept = thin(len(all_steps), max_frames)
+        self.timesteps = [all_steps[i] for i in kept]  # the step of each frame
+        states = states.detach().cpu()
+        frames = [render_frame(states[i], all_steps[i], schedule, nrow, scale=1) for i in kept]
+        super().__init__(
+            frames=[f.png for f in frames],
+            captions=[f.caption for f in frames],
+            scale=scale,
+            label="t" if timesteps is None else "frame",
+            play_step=max(1, (len(kept) - 1) // 100),  # ~100 play frames whatever S is: a few seconds
+            play_interval_ms=play_interval_ms,
+        )
 
-    def show(self, index: int) -> None:
-        """Render state ``index`` into the image and caption widgets."""
-        frame = render_frame(self.states[index], self.timesteps[index], self.schedule, self.nrow, self.scale)
-        self.image.value = frame.png
-        self.caption.value = f"<pre style='margin:0'>{frame.caption}</pre>"
 
-    def _on_change(self, change: dict) -> None:
-        self.show(change["new"])
+def thin(n: int, max_frames: int | None) -> list[int]:
+    """Indices 0, k, 2k, ... of n states with k = ceil(n / max_frames), and the last one, n - 1."""
+    if max_frames is None or n <= max_frames:
+        return list(range(n))
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be positive, got {max_frames}")
+    return sorted({*range(0, n, -(-n // max_frames)), n - 1})
 
 
 def grid_png(images: Tensor, nrow: int | None = None, scale: int = 3) -> bytes:

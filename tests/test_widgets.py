@@ -1,4 +1,4 @@
-"""The timestep scrubber: the pure render function and the thin widget shell."""
+"""The timestep scrubber: the pure render function and the frames it sends (tests/test_browser.py drives the rest)."""
 
 import io
 
@@ -10,7 +10,15 @@ from PIL import Image
 from diffusion_lesson.forward import q_sample
 from diffusion_lesson.schedules import make_schedule
 from diffusion_lesson.text import Tokenizer
-from diffusion_lesson.widgets import GuidanceExplorer, PromptBox, TimestepScrubber, caption_for, grid_png, render_frame
+from diffusion_lesson.widgets import (
+    GuidanceExplorer,
+    PromptBox,
+    TimestepScrubber,
+    caption_for,
+    grid_png,
+    render_frame,
+    thin,
+)
 
 SCHEDULE = make_schedule("linear")
 
@@ -60,21 +68,28 @@ def test_caption_reads_like_the_notation():
     assert caption_for(0, SCHEDULE) == f"t = 0   alpha_bar_t = {1 - 1e-4:.4g}   SNR = {SCHEDULE.snr[0].item():.4g}"
 
 
-def test_slider_moves_update_image_and_caption():
-    scrubber = TimestepScrubber(_states(), SCHEDULE)
-    first_png, first_caption = scrubber.image.value, scrubber.caption.value
-    assert "t = 0 " in first_caption
-    scrubber.slider.value = 750  # observers fire synchronously in plain Python
-    assert "t = 750 " in scrubber.caption.value and scrubber.image.value != first_png
-    assert scrubber.slider.max == SCHEDULE.T - 1 and scrubber.play.max == SCHEDULE.T - 1
+def test_scrubber_sends_every_frame_once_for_the_browser_to_swap():
+    states = _states()
+    scrubber = TimestepScrubber(states, SCHEDULE, max_frames=None)
+    assert len(scrubber.frames) == len(scrubber.captions) == SCHEDULE.T and scrubber.index == 0
+    assert scrubber.captions[750] == caption_for(750, SCHEDULE) and scrubber.label == "t"
+    # one pixel per image pixel: the browser upscales by `scale` with nearest neighbour
+    assert scrubber.frames[750] == render_frame(states[750], 750, SCHEDULE, scale=1).png
+    assert scrubber.scale == 3 and scrubber.play_step == 9  # ~100 play frames
+
+
+def test_scrubber_thins_long_paths_to_every_kth_step_and_the_last():
+    scrubber = TimestepScrubber(_states(), SCHEDULE)  # max_frames=250: every 4th step
+    assert scrubber.timesteps == [*range(0, 1000, 4), 999] and len(scrubber.frames) == 251
+    assert scrubber.captions[150].startswith("t = 600 ") and scrubber.captions[-1].startswith("t = 999 ")
+    assert thin(10, 4) == [0, 3, 6, 9] and thin(9, 4) == [0, 3, 6, 8] and thin(3, 4) == [0, 1, 2]
 
 
 def test_scrubber_over_visited_steps_shows_their_t():
     states = _states()[[999, 500, 0]]
     scrubber = TimestepScrubber(states, SCHEDULE, timesteps=[999, 500, 0])
-    assert "t = 999 " in scrubber.caption.value
-    scrubber.slider.value = 2
-    assert "t = 0 " in scrubber.caption.value
+    assert scrubber.label == "frame" and scrubber.timesteps == [999, 500, 0]
+    assert [c.split("   ")[0] for c in scrubber.captions] == ["t = 999", "t = 500", "t = 0"]
 
 
 def test_scrubber_rejects_bad_shapes():
