@@ -26,20 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from diffusion_lesson.classifier import MnistClassifier
+from diffusion_lesson.unet import null_condition
 
 # The course's default scale: the smallest of the measured scales (0, 1, 2, 3, 5, 8) at which both shipped
 # models draw the asked digit at least 98% of the time; FID rises beyond it (notebook 07, the manifest).
 DEFAULT_GUIDANCE = 2.0
-
-
-def null_condition(model: nn.Module, batch: int, device: torch.device | str) -> Tensor:
-    """The model's "no condition": the "no class" label (B,), or the empty prompt's tokens (B, max_tokens)."""
-    cfg = model.config
-    if cfg.vocabulary is not None:
-        return model.tokenizer.encode([""] * batch).to(device)
-    if cfg.num_classes is None:
-        raise ValueError("guidance needs a conditional model (a class-conditional or text-conditioned U-Net)")
-    return torch.full((batch,), cfg.num_classes, dtype=torch.long, device=device)
 
 
 def guide(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
@@ -84,7 +75,6 @@ class CountingModel:
 
     def __init__(self, model: Callable[..., Tensor]) -> None:
         self.model, self.config = model, model.config
-        self.tokenizer = getattr(model, "tokenizer", None)
         self.calls, self.samples = 0, 0
 
     def __call__(self, xt: Tensor, t: Tensor, condition: Tensor | None = None) -> Tensor:

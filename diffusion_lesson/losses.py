@@ -22,6 +22,7 @@ from diffusion_lesson.forward import q_sample
 from diffusion_lesson.prompts import random_captions
 from diffusion_lesson.runtime import randn_like
 from diffusion_lesson.schedules import Schedule
+from diffusion_lesson.unet import null_condition
 
 
 def simple_loss(
@@ -34,8 +35,9 @@ def simple_loss(
 ) -> Tensor:
     """L_simple = E ||eps - eps_theta(x_t, t)||^2 with t uniform in [0, T), DDPM eq. 14 / Algorithm 1.
 
-    x0: (B, C, H, W); labels: (B,) long or None. With label_dropout > 0 each label is replaced by
-    the model's "no class" index (num_classes) with that probability (classifier-free guidance).
+    x0: (B, C, H, W); labels: (B,) long, (B, L) prompt tokens, or None. With label_dropout > 0 each
+    label (or whole prompt) is replaced by the model's "no condition" with that probability: the "no
+    class" index num_classes, or the empty prompt (``unet.null_condition``; classifier-free guidance).
     Returns a scalar: the mean over the batch and every pixel.
     """
     return eps_errors(model, x0, schedule, generator, labels, label_dropout).mse.mean()
@@ -62,9 +64,9 @@ def eps_errors(
     eps = randn_like(x0, generator)
     xt = q_sample(x0, t, schedule, noise=eps)
     if labels is not None and label_dropout > 0:
-        num_classes = model.config.num_classes
         drop = torch.rand(B, generator=generator, device=x0.device) < label_dropout
-        labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
+        drop = drop.reshape(B, *[1] * (labels.ndim - 1))  # (B,) or (B, 1) for prompt tokens
+        labels = torch.where(drop, null_condition(model, B, x0.device), labels)
     eps_pred = model(xt, t, labels)
     return EpsErrors((eps_pred.float() - eps).square().flatten(1).mean(1), t)
 
@@ -100,22 +102,15 @@ class DiffusionObjective:
             raise ValueError(f"min_snr_gamma must be None or > 0, got {self.min_snr_gamma}")
 
     def loss(self, model: nn.Module, batch: LabeledImages, generator: torch.Generator) -> Tensor:
-        if model.config.vocabulary is not None:
-            tokens = self.prompt_tokens(model, batch.labels, generator)
-            errors = eps_errors(model, batch.images, self.schedule, generator, tokens)
-        else:
-            labels = batch.labels if model.config.num_classes is not None else None
-            errors = eps_errors(model, batch.images, self.schedule, generator, labels, self.label_dropout)
+        cfg = model.config
+        condition = batch.labels if cfg.num_classes is not None else None
+        if cfg.vocabulary is not None:  # the labels are caption codes: a fresh caption per image
+            captions = random_captions(batch.labels, generator)
+            condition = model.tokenizer.encode(captions).to(batch.labels.device)  # (B, max_tokens)
+        errors = eps_errors(model, batch.images, self.schedule, generator, condition, self.label_dropout)
         if self.min_snr_gamma is None:
             return errors.mse.mean()
         return (min_snr_weight(errors.t, self.schedule, self.min_snr_gamma) * errors.mse).mean()
-
-    def prompt_tokens(self, model: nn.Module, codes: Tensor, generator: torch.Generator) -> Tensor:
-        """A text model's condition: a fresh caption per image (``prompts``), "" with prob label_dropout."""
-        captions = random_captions(codes, generator)
-        drop = torch.rand(len(captions), generator=generator, device=generator.device) < self.label_dropout
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-        return model.tokenizer.encode(captions).to(codes.device)  # (B, max_tokens)
 
     def to_dict(self) -> dict:
         """The settings beside the schedule (which checkpoints store on their own)."""

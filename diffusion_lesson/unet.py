@@ -90,6 +90,18 @@ class UNetConfig(Settings):
         return tuple(self.base_channels * m for m in self.channel_mults)
 
 
+def null_condition(model: nn.Module, batch: int, device: torch.device | str) -> Tensor:
+    """What a conditional U-Net reads as "no condition" (label dropout, guidance): the "no class"
+    label, (B,) filled with num_classes, or the empty prompt's tokens, (B, max_tokens)."""
+    cfg = model.config
+    if cfg.vocabulary is not None:
+        return Tokenizer(cfg.vocabulary, cfg.max_tokens).encode([""] * batch).to(device)
+    if cfg.num_classes is None:
+        raise ValueError("guidance (and label dropout) needs a conditional model (a class-conditional or "
+                         "text-conditioned U-Net)")  # fmt: skip
+    return torch.full((batch,), cfg.num_classes, dtype=torch.long, device=device)
+
+
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """Sinusoidal embedding of the step t (Transformer positions, as in DDPM): (B,) -> (B, dim).
 
@@ -203,11 +215,11 @@ class UNet(nn.Module):
         self._check_inputs(xt, t, labels)
         cfg, B = self.config, xt.shape[0]
         emb = self.time_mlp(timestep_embedding(t, cfg.base_channels))  # (B, emb_dim)
+        if labels is None and (cfg.num_classes is not None or cfg.vocabulary is not None):
+            labels = null_condition(self, B, xt.device)
         if self.label_emb is not None:
-            if labels is None:
-                labels = torch.full((B,), cfg.num_classes, dtype=torch.long, device=xt.device)
             emb = emb + self.label_emb(labels)
-        attend = self._cross_attention(labels, B, xt.device)
+        attend = self._cross_attention(labels)
 
         h = self.stem(F.pixel_unshuffle(xt, cfg.patch_size))  # (B, widths[0], H/p, W/p)
         skips, blocks = [], iter(self.down)
@@ -231,12 +243,10 @@ class UNet(nn.Module):
         h = self.out_conv(F.silu(self.out_norm(h)))  # (B, C * p * p, H/p, W/p)
         return F.pixel_shuffle(h, cfg.patch_size)
 
-    def _cross_attention(self, tokens: Tensor | None, B: int, device: torch.device):
+    def _cross_attention(self, tokens: Tensor | None):
         """h -> h for an untexted model; else h -> the next cross-attention block applied to h."""
         if self.text_encoder is None:
             return lambda h: h
-        if tokens is None:
-            tokens = self.tokenizer.encode([""] * B).to(device)  # the empty prompt: <start> alone
         context, pad = self.text_encoder(tokens)  # (B, L, text_dim), (B, L)
         blocks = iter(self.cross)
         return lambda h: next(blocks)(h, context, pad)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from diffusion_lesson.data import LabeledImages
 from diffusion_lesson.guidance import CountingModel, Guided, guide, guided_eps, null_condition, per_digit_accuracy
 from diffusion_lesson.losses import DiffusionObjective
 from diffusion_lesson.prompts import (
@@ -181,13 +182,33 @@ def test_attribute_buckets_split_each_digit_in_thirds_and_codes_pack_them():
     assert all(isinstance(c, str) for c in captions) and Tokenizer().encode(captions).shape == (60, 8)
 
 
-def test_a_text_model_trains_on_captions_with_label_dropout():
-    model = text_model().train()
-    objective = DiffusionObjective(SCHEDULE, label_dropout=0.5)
-    codes = torch.tensor([7, 17, 37, 61])
-    tokens = objective.prompt_tokens(model, codes, torch.Generator().manual_seed(0))
-    assert tokens.shape == (4, 8)
-    assert "" in model.tokenizer.decode(objective.prompt_tokens(model, codes.repeat(8), torch.Generator()))
+class _Spy:
+    """A model that keeps the conditions it was given."""
+
+    def __init__(self, model: UNet) -> None:
+        self.model, self.config, self.tokenizer, self.seen = model, model.config, model.tokenizer, []
+
+    def __call__(self, xt, t, labels):
+        self.seen.append(labels)
+        return self.model(xt, t, labels)
+
+
+def test_a_text_model_trains_on_fresh_captions_and_label_dropout_empties_whole_prompts():
+    model, n = text_model(), 400
+    batch = LabeledImages(torch.randn(n, 4, 7, 7), torch.arange(n) % 90)  # caption codes
+    for dropout in (0.0, 0.3):
+        spy = _Spy(model)
+        with torch.no_grad():
+            DiffusionObjective(SCHEDULE, label_dropout=dropout).loss(spy, batch, torch.Generator().manual_seed(0))
+        tokens = spy.seen[0]
+        assert tokens.shape == (n, 8)
+        empty = (tokens == null_condition(model, n, "cpu")).all(1)  # whole rows: <start> alone
+        captions = model.tokenizer.decode(tokens[~empty])
+        assert set(captions) <= set(all_captions()) and "" not in captions
+        if dropout == 0:
+            assert not empty.any()
+        else:
+            assert abs(empty.float().mean().item() - 0.3) < 5 * (0.3 * 0.7 / n) ** 0.5
 
 
 def test_per_digit_accuracy_counts_hits_per_asked_digit():
