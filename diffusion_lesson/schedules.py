@@ -115,8 +115,10 @@ def check_timesteps(t: Tensor | int, T: int, batch_size: int, device: torch.devi
     """
     if isinstance(t, bool) or not isinstance(t, (int, Tensor)):
         raise TypeError(f"t must be an int or a (B,) integer tensor, got {type(t).__name__}")
-    if isinstance(t, int):
-        t = torch.full((batch_size,), t, dtype=torch.long, device=device)
+    if isinstance(t, int):  # checked as a Python int: no tensor to read back from the device at every step
+        if not 0 <= t < T:
+            raise ValueError(f"t must lie in [0, {T}) (0-based), got {t}")
+        return torch.full((batch_size,), t, dtype=torch.long, device=device)
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise TypeError(f"t must hold integers (torch.long), got dtype {t.dtype}; use t.long() if whole")
     if t.ndim != 1:
