@@ -127,25 +127,33 @@ class GuidanceExplorer(widgets.VBox):
 
     samples: (P, S, K, C, H, W): K samples for each of P conditions (``choices``) and S guidance
     ``scales``, drawn from the same starting noise, so moving the slider shows what guidance changes.
+    Every picture is rendered once into nested Stacks (one per condition, each holding one image per
+    scale) whose shown child the picker and the slider select through ``jslink``: the browser switches
+    pictures itself, so the explorer works while the kernel is busy and in a saved notebook.
     """
 
     def __init__(self, samples: Tensor, choices: Sequence[str], scales: Sequence[float], scale: int = 3) -> None:
         if samples.ndim != 6 or samples.shape[:2] != (len(choices), len(scales)):
             raise ValueError(f"samples must be (P, S, K, C, H, W) = ({len(choices)}, {len(scales)}, ...), "
                              f"got {tuple(samples.shape)}")  # fmt: skip
-        self.samples, self.scale = samples.detach().cpu(), scale
+        samples = samples.detach().cpu()
         self.picker = widgets.ToggleButtons(options=[(c, i) for i, c in enumerate(choices)], value=0)
         self.picker.style.button_width = "auto"
         self.slider = widgets.SelectionSlider(options=[(f"{w:g}", i) for i, w in enumerate(scales)], value=0,
                                               description="guidance w")  # fmt: skip
-        self.image = widgets.Image(format="png")
-        for control in (self.picker, self.slider):
-            control.observe(lambda _: self.show(self.picker.value, self.slider.value), names="value")
-        self.show(0, 0)
-        super().__init__([self.picker, self.slider, self.image])
+        crisp = widgets.Layout(object_fit="none")  # shown at the size rendered: nearest-neighbour pixels, no stretch
+        self.images = [[widgets.Image(value=grid_png(by_scale, nrow=samples.shape[2], scale=scale), format="png",
+                                      layout=crisp) for by_scale in by_choice] for by_choice in samples]  # fmt: skip
+        self.by_scale = [widgets.Stack(row, selected_index=0) for row in self.images]
+        self.stack = widgets.Stack(self.by_scale, selected_index=0)
+        self.links = [widgets.jslink((self.picker, "index"), (self.stack, "selected_index"))]
+        self.links += [widgets.jslink((self.slider, "index"), (row, "selected_index")) for row in self.by_scale]
+        super().__init__([self.picker, self.slider, self.stack])
+        self.add_class("dl-guidance-explorer")
 
-    def show(self, choice: int, scale_index: int) -> None:
-        self.image.value = grid_png(self.samples[choice, scale_index], nrow=self.samples.shape[2], scale=self.scale)
+    def shown(self, choice: int, scale_index: int) -> widgets.Image:
+        """The image the browser shows when the picker is at ``choice`` and the slider at ``scale_index``."""
+        return self.stack.children[choice].children[scale_index]
 
 
 class PromptBox(widgets.VBox):

@@ -1,12 +1,16 @@
-"""The scrubbers as a learner meets them: JupyterLab in Debian's Chromium, driven by Playwright (slow).
+"""The scrubbers and the guidance explorer as a learner meets them: JupyterLab in Debian's Chromium,
+driven by Playwright (slow).
 
 For notebooks 01 (the forward chain) and 04 (a sampling trajectory), in quick mode: Run All, with one
 cell added at the end that keeps the kernel busy; then, while it is busy, move the scrubber by
 keyboard, by dragging its handle, by a click on its track followed by an arrow key (the slider must
 keep the focus), and with play. Every move must change the picture and the "t = ... alpha_bar_t = ..."
 caption, and the picture must be drawn at the size it is shown. Notebook 01 is then saved with its
-widget state and opened again, and its scrubber must still move. Screenshots of every step go to
-test-artifacts/browser/ in the repository (ignored by git), or $DIFFUSION_LESSON_ARTIFACTS/browser/.
+widget state and opened again, and its scrubber must still move. Notebook 07's guidance explorer is
+tried in a small notebook of its own (its pictures need no model), also while the kernel is busy: a
+click on a condition and an arrow key on the guidance slider must each change the picture. Screenshots
+of every step go to test-artifacts/browser/ in the repository (ignored by git), or
+$DIFFUSION_LESSON_ARTIFACTS/browser/.
 
 Needs the `playwright` Python package (the test extras) and Debian's `chromium` (.ci/run installs it
 with apt-get), or the browser named by $DIFFUSION_LESSON_CHROMIUM; never `playwright install`. Without
@@ -261,3 +265,51 @@ def try_every_move(page, scrubber: Scrubber) -> None:
         play.click()
     state = scrubber.assert_moved(state, "5-play")
     assert page.evaluate(BUSY), "the kernel finished early: nothing was tried while it was busy"
+
+
+EXPLORER_CELL = """import torch
+
+from diffusion_lesson.widgets import GuidanceExplorer
+
+# a distinct grey for each (condition, scale), so every move shows another picture
+greys = torch.linspace(-1, 1, 6).reshape(3, 2, 1, 1, 1, 1).expand(3, 2, 4, 1, 28, 28)
+GuidanceExplorer(greys, ["a", "b", "c"], [0.0, 3.0])"""
+SHOWN_IMAGE = """(el) => { const shown = [...el.querySelectorAll('img')].filter(img => img.offsetParent !== null);
+    return shown.map(img => ({src: img.src, width: img.getBoundingClientRect().width, natural: img.naturalWidth})); }"""
+
+
+def test_guidance_explorer_switches_pictures_in_the_browser_while_the_kernel_is_busy(browser, lab):
+    url, folder = lab
+    cells = [{"cell_type": "code", "execution_count": None, "id": cell_id, "metadata": {}, "outputs": [],
+              "source": source} for cell_id, source in (("explorer", EXPLORER_CELL), ("busy", BUSY_CELL))]  # fmt: skip
+    notebook = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
+    (folder / "explorer.ipynb").write_text(json.dumps(notebook))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        open_and_run(page, url, "explorer.ipynb")
+        explorer = page.locator(".dl-guidance-explorer")
+        explorer.wait_for(timeout=30_000)
+        first = explorer.evaluate(SHOWN_IMAGE)
+        assert len(first) == 1, f"{len(first)} pictures shown at once"
+        assert first[0]["width"] == first[0]["natural"] > 300, first  # drawn at the size rendered, not stretched
+        explorer.screenshot(path=ARTIFACTS / "explorer-0-start.png")
+
+        explorer.locator("button", has_text="c").click()
+        picked = explorer.evaluate(SHOWN_IMAGE)
+        assert len(picked) == 1 and picked[0]["src"] != first[0]["src"], "the picker did not change the picture"
+        explorer.screenshot(path=ARTIFACTS / "explorer-1-picked.png")
+
+        explorer.locator(".noUi-handle").focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("([el, src]) => [...el.querySelectorAll('img')].some(img => img.offsetParent "
+                               "!== null && img.src !== src)", arg=[explorer.element_handle(), picked[0]["src"]],
+                               timeout=5_000)  # fmt: skip
+        moved = explorer.evaluate(SHOWN_IMAGE)
+        assert len(moved) == 1 and moved[0]["src"] not in (first[0]["src"], picked[0]["src"])
+        explorer.screenshot(path=ARTIFACTS / "explorer-2-slider.png")
+        assert page.evaluate(BUSY), "the kernel finished early: nothing was tried while it was busy"
+    finally:
+        page.evaluate(f"{NOTEBOOK_JS}?.sessionContext?.shutdown()")
+        page.close()

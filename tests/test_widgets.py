@@ -99,13 +99,18 @@ def test_scrubber_rejects_bad_shapes():
         TimestepScrubber(torch.zeros(3, 1, 1, 8, 8), SCHEDULE, timesteps=[2, 1])
 
 
-def test_guidance_explorer_shows_the_picked_condition_at_the_picked_scale():
+def test_guidance_explorer_holds_every_picture_and_links_its_controls_in_the_browser():
     samples = torch.zeros(3, 2, 4, 1, 28, 28)
     samples[2, 1] = 1.0  # condition 2 at scale index 1: all white
     explorer = GuidanceExplorer(samples, ["a", "b", "c"], [0.0, 3.0])
-    dark = explorer.image.value
-    explorer.picker.value, explorer.slider.value = 2, 1
-    assert explorer.image.value != dark and explorer.image.value == grid_png(samples[2, 1], nrow=4)
+    assert explorer.shown(2, 1).value == grid_png(samples[2, 1], nrow=4)
+    assert explorer.shown(0, 1).value == explorer.shown(2, 0).value != explorer.shown(2, 1).value
+    # the picker picks the condition's stack, the slider the scale within every one of them
+    links = {(link.source[0], link.source[1], link.target[0], link.target[1]) for link in explorer.links}
+    assert (explorer.picker, "index", explorer.stack, "selected_index") in links
+    for row in explorer.stack.children:
+        assert (explorer.slider, "index", row, "selected_index") in links
+    assert len(links) == 1 + len(explorer.stack.children)
     with pytest.raises(ValueError, match=r"must be \(P, S, K, C, H, W\) = \(3, 3, ...\)"):
         GuidanceExplorer(samples, ["a", "b", "c"], [0.0, 1.0, 3.0])
 
