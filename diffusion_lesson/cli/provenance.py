@@ -22,11 +22,18 @@ from diffusion_lesson.checkpoints import load_checkpoint, save_checkpoint, sha25
 def write_sidecar(
     out: Path, program: str, argv: list[str], step: int, seconds: float, device: torch.device, resumed: bool = False
 ) -> dict:
-    """<out>.json: how this checkpoint was made (wall time adds up over resumed runs); returns the record."""
+    """<out>.json: how this checkpoint was made; returns the record.
+
+    A resumed run keeps the first command and lists each resuming one under "resumed_with" (a resume
+    may change --steps); wall time adds up over them.
+    """
     sidecar = out.with_suffix(".json")
     previous = json.loads(sidecar.read_text()) if resumed and sidecar.exists() else {}
-    record = {
-        "command": previous.get("command", f"{program} {shlex.join(argv)}".strip()),
+    command = f"{program} {shlex.join(argv)}".strip()
+    record = {"command": previous.get("command", command)}
+    if previous:
+        record["resumed_with"] = [*previous.get("resumed_with", []), command]
+    record |= {
         "steps": step,
         "wall_time_s": round(previous.get("wall_time_s", 0) + seconds, 1),
         "device": describe_device(device),
