@@ -69,7 +69,8 @@ def test_the_meta_check_catches_a_read_back():
     def reads_back(xt, t, labels):
         return xt * 0 if float(xt.abs().max()) > 1e9 else xt
 
-    with pytest.raises(RuntimeError, match="meta"):
+    # torch 2.2 says "Meta tensors" (a NotImplementedError, itself a RuntimeError), later ones "meta tensor"
+    with pytest.raises(RuntimeError, match="(?i)meta"):
         sample_ddim(reads_back, (2, 1, 28, 28), make_schedule(T=20).to(META), steps=2, device=META)
 
 
