@@ -155,6 +155,8 @@ def load_course_model(
     path, record = pretrained_path(name), manifest()[name]
     ckpt = load_checkpoint(path, (kind,))
     description = f"the shipped model: {describe(path, ckpt)}; trained with: {record['command']}"
+    if record.get("resumed_with"):  # the last resume set the step count the model reached
+        description += f"; resumed with: {record['resumed_with'][-1]}"
     return load_model(path, device, (kind,), description=description)
 
 

@@ -22,6 +22,7 @@ def test_every_shipped_model_matches_its_sha256_and_loads_with_its_kind(name):
     loaded = models.load_course_model(name, prefer_own=False)
     assert loaded.kind == models.COURSE_MODELS[name] and not loaded.model.training
     assert "shipped" in loaded.description and record["command"] in loaded.description
+    assert all(command in loaded.description for command in record.get("resumed_with", [])[-1:])
     assert (loaded.schedule is not None) == (loaded.kind in ("unet", "latent-unet"))
     assert (loaded.autoencoder is not None) == (loaded.kind == "latent-unet")
 
