@@ -27,6 +27,7 @@ DIR/fid_vs_seconds.png shows FID against training seconds for every recipe in th
     python benchmarks/time_to_quality.py --recipe baseline --recipe min_snr5 --budget-s 420 --evals 2
     python benchmarks/time_to_quality.py --recipe baseline --budget-s 60 --evals 1 --n 256   # smoke test
     python benchmarks/time_to_quality.py --list
+    python benchmarks/time_to_quality.py --replot --out runs/a --merge runs/b   # a's results + b's recipes
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class Recipe:
     clip_x0: bool = False
 
 
-# Today's notebook-03 recipe is "baseline": TrainConfig() and UNetConfig() defaults.
+# "baseline" is notebook 03's recipe before these studies: TrainConfig() and UNetConfig() defaults.
+# Adopted since: Min-SNR-5 (first study), then batches of 64 (second study, snr5_batch64).
 RECIPES: dict[str, Recipe] = {
     "baseline": Recipe(),
     "bf16": Recipe(train={"bf16_autocast": True}),
@@ -97,6 +99,32 @@ RECIPES: dict[str, Recipe] = {
     "ema995": Recipe(train={"ema_decay": 0.995}),
     "logit_normal_t": Recipe(t_sampling="logit_normal"),
     "cosine": Recipe(schedule="cosine", clip_x0=True),
+}
+
+
+def adopted(**changes) -> Recipe:
+    """The adopted recipe (Min-SNR-5, scored with x0 clipped as notebook 03 samples) with changes."""
+    return replace(Recipe(loss_weighting="min_snr", min_snr_gamma=5.0, clip_x0=True), **changes)
+
+
+# The second study: one option at a time on top of the adopted recipe (snr5 is its control).
+RECIPES |= {
+    "snr5": adopted(),
+    "snr5_width24": adopted(model={"base_channels": 24}),
+    "snr5_width48": adopted(model={"base_channels": 48}),
+    "snr5_two_blocks": adopted(model={"blocks_per_level": 2}),
+    "snr5_no_attention": adopted(model={"attention": False}),
+    "snr5_batch32": adopted(train={"batch_size": 32}),
+    "snr5_batch64": adopted(train={"batch_size": 64}),
+    "snr5_batch256": adopted(train={"batch_size": 256, "lr": 3e-3}),
+    "snr5_lr4e-3": adopted(train={"lr": 4e-3}),
+    "snr5_logit_normal_t": adopted(t_sampling="logit_normal"),
+    "snr5_cosine": adopted(schedule="cosine"),
+    # The winner, batch 64: again with other batches and noise (how noisy FID is), and with the runners-up.
+    "snr5_batch64_seed1": adopted(train={"batch_size": 64, "seed": 1}),
+    "snr5_batch64_no_attention": adopted(train={"batch_size": 64}, model={"attention": False}),
+    "snr5_batch64_two_blocks": adopted(train={"batch_size": 64}, model={"blocks_per_level": 2}),
+    "snr5_batch64_lr4e-3": adopted(train={"batch_size": 64, "lr": 4e-3}),
 }
 
 
@@ -323,6 +351,48 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_final(results: dict, path: Path) -> None:
+    """Each recipe's FID at the end of its budget as bars, best first: sampled as the recipe says
+    (filled) and with x0 clipping switched (hollow, when --check-clip scored it). Readable where a
+    dozen short curves are not."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for name, r in results["recipes"].items():
+        if not r["points"]:
+            continue
+        switched = [e["fid"] for e in r.get("final_extras", []) if e["label"].startswith("clip_x0=")]
+        clipped = r["recipe"]["clip_x0"]
+        rows.append((r["points"][-1]["fid"], switched[0] if switched else None, name, clipped))
+    rows.sort(key=lambda row: row[0], reverse=True)
+    top = 2.5 * max(row[0] for row in rows)
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(rows) + 1.4))
+    y = range(len(rows))
+    ax.barh(y, [row[0] for row in rows], height=0.4, color="C0", label="as the recipe samples")
+    for k, (fid, other, _, clipped) in enumerate(rows):
+        ax.text(fid, k, f" {fid:.2f}", va="center", fontsize=7)
+        if other is not None:
+            label = f"x0 clipping {'off' if clipped else 'on'}"
+            ax.barh(k - 0.4, min(other, top), height=0.4, fill=False, ec="C1", label=label if k == 0 else None)
+            ax.text(min(other, top), k - 0.4, f" {other:.2f}" if other < top else f" {other:.0f} (cut)", fontsize=7,
+                    va="center")  # fmt: skip
+    ax.set_yticks(list(y), [row[2] for row in rows], fontsize=8)
+    if "real_floor" in results:
+        ax.axvline(results["real_floor"]["fid"], color="gray", ls="--", lw=1, label="real digits (floor)")
+    budget = {r["budget_s"] for r in results["recipes"].values()}
+    ax.set_xlim(0, top * 1.15)
+    n = next(iter(results["recipes"].values()))["n"]
+    seconds = " / ".join(f"{b:g}" for b in sorted(budget))
+    ax.set_xlabel(f"FID after {seconds} training seconds (N = {n}, DDIM-50, EMA; lower is better)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", action="append", help="preset name (repeatable) or name=JSON; default baseline")
@@ -352,6 +422,9 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="start a new results.json instead of merging")
     parser.add_argument("--list", action="store_true", help="print the presets and exit")
     parser.add_argument("--replot", action="store_true", help="redraw the plot and table from DIR/results.json")
+    parser.add_argument(
+        "--merge", action="append", default=[], metavar="OTHER", help="with --replot: add OTHER/results.json's recipes"
+    )
     args = parser.parse_args()
     if args.list:
         for name, recipe in RECIPES.items():
@@ -359,8 +432,17 @@ def main() -> None:
         return
 
     if args.replot:
-        results = json.loads((Path(args.out) / "results.json").read_text())
+        json_path = Path(args.out) / "results.json"
+        results = json.loads(json_path.read_text())
+        for other in args.merge:  # e.g. two halves of a study run side by side, one per core
+            merged = json.loads((Path(other) / "results.json").read_text())
+            if merged.get("real_floor") != results.get("real_floor"):
+                raise SystemExit(f"{other}/results.json was scored against another real floor; not merged")
+            results["recipes"] |= merged["recipes"]
+        if args.merge:
+            json_path.write_text(json.dumps(results, indent=1))
         plot(results, Path(args.out) / "fid_vs_seconds.png")
+        plot_final(results, Path(args.out) / "fid_at_budget.png")
         print_table(results)
         return
     torch.set_num_threads(args.threads)
@@ -385,8 +467,9 @@ def main() -> None:
         results["recipes"][name] = run_recipe(name, recipe, data, args)
         json_path.write_text(json.dumps(results, indent=1))
         plot(results, out / "fid_vs_seconds.png")
+        plot_final(results, out / "fid_at_budget.png")
     print_table(results)
-    print(f"\nwrote {json_path} and {out / 'fid_vs_seconds.png'}")
+    print(f"\nwrote {json_path}, {out / 'fid_vs_seconds.png'} and {out / 'fid_at_budget.png'}")
 
 
 if __name__ == "__main__":
