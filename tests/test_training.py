@@ -92,6 +92,19 @@ def test_ema_arithmetic_is_exact():
     assert ema.num_updates == 4
 
 
+def test_during_its_warm_up_the_ema_averages_steps_whose_mean_age_is_a_tenth_of_the_run():
+    # Notebook 03's claim: while (1 + n) / (10 + n) < ema_decay, a weight that equals the step number
+    # averages to 0.9 N after N updates, whatever N: the average's mean age is N / 10 steps.
+    model = torch.nn.Linear(1, 1, bias=False).double()
+    ema = EMA(model, decay=0.999)
+    for n in range(1, 2001):
+        with torch.no_grad():
+            model.weight.fill_(float(n))
+        ema.update(model)
+        if n in (500, 2000):
+            assert ema.shadow["weight"].item() == pytest.approx(0.9 * n, rel=1e-9)
+
+
 def test_ema_with_decay_zero_copies_the_weights_and_copy_to_loads_them():
     model, other = UNet(TINY), UNet(TINY)
     ema = EMA(model, decay=0.0)
