@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import torch
 
+from diffusion_lesson.cli.train import LOOP_DEFAULTS
 from diffusion_lesson.data import LabeledImages
 from diffusion_lesson.losses import DiffusionObjective
 from diffusion_lesson.runtime import get_device
@@ -84,7 +85,12 @@ def variants(device: torch.device, batch_size: int) -> list[tuple[str, dict]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
-    parser.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=LOOP_DEFAULTS["pixel"]["batch_size"],
+        help="default: %(default)s (notebook 03's)",
+    )
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile needs more)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per row; the best is shown")

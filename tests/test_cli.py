@@ -1,8 +1,10 @@
 """The command-line tools end to end on tiny settings, and their refusal of bad flags."""
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from diffusion_lesson.checkpoints import load_checkpoint
 from diffusion_lesson.cli import sample as sample_cli
 from diffusion_lesson.cli import train as train_cli
 from diffusion_lesson.data import DATA_ENV_VAR, data_root
+from diffusion_lesson.unet import UNetConfig
 
 needs_mnist = pytest.mark.skipif(
     not (data_root() / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file(), reason=f"MNIST not under {DATA_ENV_VAR}"
@@ -244,3 +247,24 @@ def test_a_text_model_trains_from_the_command_and_samples_a_prompt(tmp_path, cap
     with pytest.raises(SystemExit) as info:
         train_cli.main(["--steps", "6", "--out", str(run), "--resume", *TINY])
     assert info.value.code == 2 and "resume it with --model text" in capsys.readouterr().err
+
+
+def _notebook_parameters(name: str) -> dict:
+    """The constants assigned in a notebook's parameters cell (the one that sets QUICK)."""
+    notebook = json.loads((Path(__file__).parents[1] / "notebooks" / name).read_text())
+    source = next("".join(c["source"]) for c in notebook["cells"] if "QUICK = " in "".join(c["source"]))
+    return {
+        node.targets[0].id: node.value.value
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+    }
+
+
+def test_the_train_command_defaults_to_notebook_03s_run():
+    nb = _notebook_parameters("03_training.ipynb")
+    args = train_cli.build_parser().parse_args([])
+    loop = train_cli._loop_config(args)  # --model pixel, nothing given
+    assert (loop.steps, loop.batch_size) == (nb["TRAIN_STEPS"], nb["BATCH_SIZE"])
+    assert (loop.lr, loop.seed) == (nb["LR"], nb["SEED"])
+    assert (args.min_snr_gamma, args.schedule) == (nb["MIN_SNR_GAMMA"], nb["SCHEDULE"])
+    assert (args.base_channels or UNetConfig().base_channels) == nb["BASE_CHANNELS"]
