@@ -40,7 +40,7 @@ class UNetConfig(Settings):
     patch_size: space-to-depth factor of the stem (1 = none); must divide image_size
     base_channels: width of the first level; level i has base_channels * channel_mults[i]
     channel_mults: one entry per resolution level; each level after the first halves the size
-    blocks_per_level: residual blocks per level on the way down (one more on the way up)
+    blocks_per_level: residual blocks per level on the way down, and as many again on the way up
     attention: self-attention in the middle, at the lowest resolution
     num_classes: None for an unconditional model; else labels in [0, num_classes), and
         num_classes itself means "no class" (classifier-free guidance)
