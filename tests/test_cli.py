@@ -38,6 +38,8 @@ def test_train_writes_checkpoint_and_sidecar(tiny_run):
     record = json.loads(tiny_run.with_suffix(".json").read_text())
     assert record["steps"] == 3 and record["command"].startswith("python -m diffusion_lesson.train --steps 3")
     assert record["wall_time_s"] > 0 and record["device"].startswith("cpu")
+    notebook = _notebook_parameters("03_training.ipynb")  # the U-Net that notebook 03 builds, by default
+    assert load_checkpoint(tiny_run).model_config["blocks_per_level"] == notebook["BLOCKS_PER_LEVEL"]
 
 
 @needs_mnist
@@ -72,6 +74,9 @@ def test_train_resumes_and_refuses_to_clobber(tiny_run, tmp_path, capsys):
         (["--dataset", "cifar10"], "invalid choice"),
         (["--device", "gpu"], "unknown device"),
         (["--resume", "--out", "/nonexistent/run.pt"], "no checkpoint at"),
+        (["--blocks-per-level", "0"], "must be a positive integer"),
+        (["--model", "classifier", "--blocks-per-level", "2"], "--blocks-per-level: U-Nets only"),
+        (["--model", "autoencoder", "--base-channels", "8", "--no-attention"], "--no-attention: U-Nets only"),
     ],
 )
 def test_train_rejects_bad_flags(flags, message, capsys):
