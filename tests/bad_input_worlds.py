@@ -23,7 +23,10 @@ from diffusion_lesson import models
 from diffusion_lesson.checkpoints import save_checkpoint
 from diffusion_lesson.classifier import MnistClassifier
 from diffusion_lesson.data import DATA_ENV_VAR, RAW_FILES, data_root
+from diffusion_lesson.losses import DiffusionObjective
 from diffusion_lesson.runtime import DEVICE_ENV_VAR
+from diffusion_lesson.schedules import make_schedule
+from diffusion_lesson.training import TrainConfig, save_training, start_training
 from diffusion_lesson.unet import UNet, UNetConfig
 
 SMALL = UNetConfig(base_channels=8)
@@ -91,6 +94,8 @@ def make_files(folder: Path) -> None:
     (folder / "garbage.pt").write_text("these are not the weights you are looking for\n")
     save_small_unet(str(folder / "t20.pt"))  # a diffusion model trained with T = 20 noise steps
     save_small_unet(str(folder / "old.pt"))  # an earlier run that a failed write must leave intact
+    run = start_training(UNet(SMALL), DiffusionObjective(make_schedule("linear")), TrainConfig(batch_size=2), "cpu")
+    save_training(run, folder / "run-b2.pt")  # a training run that can be resumed: batches of 2, one block per level
     save_checkpoint(folder / "no-schedule.pt", kind="unet", model=UNet(SMALL), model_config=SMALL.to_dict())
     torch.save({"format": 2, "kind": "unet", "model_config": SMALL.to_dict()}, folder / "incomplete.pt")
     digits = np.zeros((200, 28, 28), np.uint8)

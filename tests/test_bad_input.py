@@ -189,6 +189,8 @@ ROWS = [
     Row("train --out that exists", train("--out", "old.pt"),
         "old.pt exists: pass --resume to continue that run, --overwrite to replace it", subprocess=True),
     Row("train --out that is a folder", train("--out", "a-folder.pt"), "a-folder.pt is a folder; give a file name"),
+    Row("train --resume with another network", train("--resume", "--out", "run-b2.pt", "--blocks-per-level", "2"),
+        "--blocks-per-level: run-b2.pt was trained with blocks_per_level = 1, and a resumed run keeps it ... --out"),
 ]
 # fmt: on
 

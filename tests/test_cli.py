@@ -60,6 +60,11 @@ def test_train_resumes_and_refuses_to_clobber(tiny_run, tmp_path, capsys):
         f"python -m diffusion_lesson.train --steps 5 --out {copy} --resume {' '.join(TINY)}"
     ]
     assert 1000.0 <= record["wall_time_s"] < 1000.0 + 60
+    for changed in (["--batch-size", "8"], ["--blocks-per-level", "1"], ["--base-channels", "16"], ["--no-attention"]):
+        with pytest.raises(SystemExit) as info:  # a resumed run keeps its loop and network
+            train_cli.main(["--steps", "6", "--out", str(copy), "--resume", *TINY, *changed])
+        assert info.value.code == 2 and "and a resumed run keeps it" in capsys.readouterr().err, changed
+    assert load_checkpoint(copy).step == 5
 
 
 @pytest.mark.parametrize(

@@ -237,10 +237,24 @@ def _resumed(args: argparse.Namespace, out: Path, device: torch.device) -> tuple
         raise ValueError(f"{out} holds a {saved.kind} run; resume it with --model {flag}")
     config = TrainConfig.from_dict(saved.train_config)
     state = resume_training(out, device, replace(config, steps=args.steps or config.steps))
+    _check_unchanged(args, out, saved.model_config, saved.train_config)
     data = load_mnist("train", device=device, dataset=args.dataset)
     if saved.kind == "latent-unet":
         data = _latent_data(load_model(out, device).autoencoder, data, flag == "text")
     return state, data
+
+
+def _check_unchanged(args: argparse.Namespace, out: Path, model_config: dict, train_config: dict) -> None:
+    """A resumed run keeps its network and loop (only --steps may change): refuse a flag that says otherwise."""
+    given = {"--base-channels": ("base_channels", args.base_channels, model_config),
+             "--blocks-per-level": ("blocks_per_level", args.blocks_per_level, model_config),
+             "--no-attention": ("attention", False if args.no_attention else None, model_config),
+             **{f"--{name.replace('_', '-')}": (name, getattr(args, name), train_config)
+                for name in ("batch_size", "lr", "warmup_steps", "ema_decay", "seed")}}  # fmt: skip
+    for flag, (name, value, saved) in given.items():
+        if value is not None and name in saved and saved[name] != value:
+            raise ValueError(f"{flag}: {out} was trained with {name} = {saved[name]}, and a resumed run keeps it; "
+                             "leave the flag out, or start a new run with another --out")  # fmt: skip
 
 
 def _model_flag(kind: str, model_config: dict) -> str:
