@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     net = parser.add_argument_group("the network and its loss")
     net.add_argument("--schedule", choices=SCHEDULE_NAMES, default="linear", help="diffusion models (default: linear)")
     net.add_argument("--base-channels", type=positive_int, help=f"U-Nets: default 32, latent {LATENT_BASE_CHANNELS}")
-    net.add_argument("--blocks-per-level", type=positive_int, help="U-Nets: " + _blocks_defaults())
+    net.add_argument("--blocks-per-level", type=positive_int, help="U-Nets: " + _by_value(BLOCKS_PER_LEVEL))
     net.add_argument("--no-attention", action="store_true", help="U-Nets: no self-attention at the lowest resolution")
     net.add_argument("--num-classes", type=positive_int, default=None, help="U-Nets: class-conditional (chapter 07)")
     net.add_argument("--label-dropout", type=fraction, default=0.0, help="U-Nets: default 0")
@@ -106,18 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _defaults(name: str) -> str:
     """'default: 2400 (pixel, latent), 2000 (autoencoder), ...' for a TrainConfig field."""
-    values: dict[object, list[str]] = {}
-    for model in MODELS:
-        values.setdefault(LOOP_DEFAULTS[model].get(name, getattr(TrainConfig(), name)), []).append(model)
-    return "default: " + ", ".join(f"{v} ({', '.join(m)})" for v, m in values.items())
+    return _by_value({model: LOOP_DEFAULTS[model].get(name, getattr(TrainConfig(), name)) for model in MODELS})
 
 
-def _blocks_defaults() -> str:
-    """'default 2 (pixel), 1 (latent, text)'."""
-    models: dict[int, list[str]] = {}
-    for model, blocks in BLOCKS_PER_LEVEL.items():
-        models.setdefault(blocks, []).append(model)
-    return "default " + ", ".join(f"{n} ({', '.join(m)})" for n, m in models.items())
+def _by_value(per_model: dict[str, object]) -> str:
+    """{'pixel': 2, 'latent': 1, 'text': 1} -> 'default: 2 (pixel), 1 (latent, text)'."""
+    models: dict[object, list[str]] = {}
+    for model, value in per_model.items():
+        models.setdefault(value, []).append(model)
+    return "default: " + ", ".join(f"{v} ({', '.join(m)})" for v, m in models.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,9 +165,7 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, out:
     existing_file(parser, "--autoencoder", args.autoencoder)
     if args.model in ("autoencoder", "classifier") and args.dataset != "mnist":
         parser.error(f"--model {args.model} trains on MNIST only; leave out --dataset")
-    unet_flags = {"--base-channels": args.base_channels, "--blocks-per-level": args.blocks_per_level,
-                  "--no-attention": args.no_attention or None}  # fmt: skip
-    given = [flag for flag, value in unet_flags.items() if value is not None]
+    given = list(_unet_flags_given(args))
     if args.model in ("autoencoder", "classifier") and given:
         parser.error(f"{', '.join(given)}: U-Nets only (--model pixel, latent or text), not --model {args.model}")
     if args.warmup_steps is not None and args.warmup_steps < 0:
@@ -246,15 +241,21 @@ def _resumed(args: argparse.Namespace, out: Path, device: torch.device) -> tuple
 
 def _check_unchanged(args: argparse.Namespace, out: Path, model_config: dict, train_config: dict) -> None:
     """A resumed run keeps its network and loop (only --steps may change): refuse a flag that says otherwise."""
-    given = {"--base-channels": ("base_channels", args.base_channels, model_config),
-             "--blocks-per-level": ("blocks_per_level", args.blocks_per_level, model_config),
-             "--no-attention": ("attention", False if args.no_attention else None, model_config),
-             **{f"--{name.replace('_', '-')}": (name, getattr(args, name), train_config)
-                for name in ("batch_size", "lr", "warmup_steps", "ema_decay", "seed")}}  # fmt: skip
+    given = {flag: (name, value, model_config) for flag, (name, value) in _unet_flags_given(args).items()}
+    given |= {f"--{name.replace('_', '-')}": (name, getattr(args, name), train_config)
+              for name in ("batch_size", "lr", "warmup_steps", "ema_decay", "seed")}  # fmt: skip
     for flag, (name, value, saved) in given.items():
         if value is not None and name in saved and saved[name] != value:
             raise ValueError(f"{flag}: {out} was trained with {name} = {saved[name]}, and a resumed run keeps it; "
                              "leave the flag out, or start a new run with another --out")  # fmt: skip
+
+
+def _unet_flags_given(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
+    """The U-Net flags on the command line: flag -> (the UNetConfig field it sets, the value it asks for)."""
+    fields = {"--base-channels": ("base_channels", args.base_channels),
+              "--blocks-per-level": ("blocks_per_level", args.blocks_per_level),
+              "--no-attention": ("attention", False if args.no_attention else None)}  # fmt: skip
+    return {flag: (name, value) for flag, (name, value) in fields.items() if value is not None}
 
 
 def _model_flag(kind: str, model_config: dict) -> str:
