@@ -12,9 +12,10 @@ import torch
 
 from diffusion_lesson import models
 from diffusion_lesson.checkpoints import load_checkpoint
+from diffusion_lesson.cli import finish
 from diffusion_lesson.cli import sample as sample_cli
 from diffusion_lesson.cli import train as train_cli
-from diffusion_lesson.data import DATA_ENV_VAR, data_root
+from diffusion_lesson.data import DATA_ENV_VAR, LabeledImages, data_root, load_mnist
 from diffusion_lesson.unet import UNetConfig
 
 needs_mnist = pytest.mark.skipif(
@@ -199,8 +200,21 @@ def test_autoencoder_cli_refuses_to_clobber_and_bad_flags(tmp_path, capsys):
     assert info.value.code == 2 and "--autoencoder needs --model latent" in capsys.readouterr().err
 
 
+@pytest.fixture
+def first_digits_only(monkeypatch):
+    """The commands see the first 2,000 digits of each split. Their finishing steps otherwise pass all
+    70,000 digits through the network (the fitted scale, the test accuracy): 80 s of one CPU thread."""
+
+    def first_digits(*args, **kwargs):
+        data = load_mnist(*args, **kwargs)
+        return LabeledImages(data.images[:2000], data.labels[:2000])
+
+    monkeypatch.setattr(train_cli, "load_mnist", first_digits)
+    monkeypatch.setattr(finish, "load_mnist", first_digits)
+
+
 @needs_mnist
-def test_train_the_autoencoder_and_the_classifier_through_the_same_command(tmp_path):
+def test_train_the_autoencoder_and_the_classifier_through_the_same_command(tmp_path, first_digits_only):
     ae, clf = tmp_path / "ae.pt", tmp_path / "clf.pt"
     tiny = ["--batch-size", "4", "--device", "cpu", "--quiet", "--steps", "2"]
     assert train_cli.main(["--model", "autoencoder", "--out", str(ae), *tiny]) == 0

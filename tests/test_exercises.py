@@ -345,9 +345,15 @@ def test_the_command_runs_as_a_module():
 
 @pytest.mark.slow
 def test_student_notebooks_run_to_the_end_under_nbval(student_dir):
-    """Every student copy runs top to bottom in quick mode, its checkers saying "not yet implemented"."""
-    env = {**os.environ, "DIFFUSION_LESSON_QUICK": "1"}
+    """Every student copy runs top to bottom in quick mode, its checkers saying "not yet implemented".
+
+    Two notebooks at a time (pytest-xdist; --dist loadscope keeps each notebook's cells in order in one
+    kernel), each kernel on one thread: most of a quick-mode notebook is start-up and small tensors,
+    which a second thread does not speed up but a second notebook does.
+    """
+    env = {**os.environ, "DIFFUSION_LESSON_QUICK": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+               "-n", "2", "--dist", "loadscope",
                "--rootdir", str(student_dir), *sorted(str(p) for p in student_dir.glob("*.ipynb"))]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
