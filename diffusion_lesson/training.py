@@ -161,6 +161,28 @@ def restore_training(state: TrainState, ckpt: Checkpoint) -> TrainState:
     return state
 
 
+def start_from_weights(state: TrainState, ckpt: Checkpoint) -> TrainState:
+    """Fine-tuning: a fresh run whose weights, and EMA, start at a trained checkpoint's (EMA) weights.
+
+    The optimizer, step count and learning-rate schedule stay new. The networks must be the same;
+    a different config is refused with the fields that differ.
+    """
+    mine, theirs = state.model.config.to_dict(), ckpt.model_config
+    differ = [
+        f"{name} {theirs.get(name)!r} there, {value!r} here"
+        for name, value in mine.items()
+        if theirs.get(name) != value
+    ]
+    if ckpt.kind != state.kind or differ:
+        found = "; ".join(differ) or "same config"
+        raise ValueError(
+            f"the weights to start from are another network ({ckpt.kind}; {found}), not this run's {state.kind}"
+        )
+    load_weights(state.model, ckpt.weights())
+    state.ema.load_state_dict(ckpt.weights(), num_updates=0)
+    return state
+
+
 def save_training(state: TrainState, path: str | os.PathLike) -> None:
     """Checkpoint the whole run (atomically): weights, EMA, optimizer, step, generator, losses."""
     objective = state.objective.to_dict()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from diffusion_lesson import models
-from diffusion_lesson.checkpoints import load_checkpoint
+from diffusion_lesson.checkpoints import load_checkpoint, sha256_of
 from diffusion_lesson.cli import finish
 from diffusion_lesson.cli import sample as sample_cli
 from diffusion_lesson.cli import train as train_cli
@@ -83,6 +83,7 @@ def test_train_resumes_and_refuses_to_clobber(tiny_run, tmp_path, capsys):
         (["--blocks-per-level", "0"], "must be a positive integer"),
         (["--model", "classifier", "--blocks-per-level", "2"], "--blocks-per-level: U-Nets only"),
         (["--model", "autoencoder", "--base-channels", "8", "--no-attention"], "--no-attention: U-Nets only"),
+        (["--model", "classifier", "--init-from", "mnist-unet"], "--init-from: U-Nets only"),
     ],
 )
 def test_train_rejects_bad_flags(flags, message, capsys):
@@ -242,6 +243,44 @@ def test_ship_copies_the_ema_weights_and_records_the_sidecar(tiny_run, tmp_path,
     shipped = load_checkpoint(copy / "mnist_unet.pt")
     assert shipped.optimizer is None and shipped.ema is None
     assert all(torch.equal(shipped.model[k], v) for k, v in load_checkpoint(tiny_run).ema.items())
+
+
+def test_a_fine_tuning_run_records_the_shipped_model_it_started_from():
+    from diffusion_lesson.cli.provenance import describe_start
+
+    started_from = describe_start(models.pretrained_path("mnist-unet"))
+    shipped = models.manifest()["mnist-unet"]
+    assert started_from["model"] == "mnist-unet" and started_from["sha256"] == shipped["sha256"]
+    assert started_from["command"] == shipped["command"] and started_from["steps"] == shipped["steps"]
+    assert "fid" not in started_from  # the FIDs describe that file, not the fine-tuned one
+
+
+@needs_mnist
+def test_init_from_starts_a_new_run_at_a_trained_models_weights(tiny_run, tmp_path, capsys):
+    tuned = tmp_path / "tuned.pt"
+    flags = ["--steps", "1", "--lr", "1e-4", "--seed", "1", "--init-from", str(tiny_run)]  # seed 1: another init
+    assert train_cli.main([*flags, "--out", str(tuned), *TINY]) == 0
+    saved, source = load_checkpoint(tuned), load_checkpoint(tiny_run)
+    assert saved.step == 1 and saved.train_config["lr"] == 1e-4  # a new run, on its own schedule
+    for weights in (saved.model, saved.ema):  # one small step from the source's EMA weights, not a fresh network
+        gaps = [(weights[k] - w).abs().max().item() for k, w in source.ema.items() if w.dtype.is_floating_point]
+        assert 0 < max(gaps) < 1e-3
+    started_from = json.loads(tuned.with_suffix(".json").read_text())["started_from"]  # its history is kept
+    assert started_from["sha256"] == sha256_of(tiny_run) and started_from["command"].startswith("python -m")
+    for flags, message in [
+        (["--base-channels", "16"], "base_channels 8 there, 16 here"),
+        (["--blocks-per-level", "1"], "blocks_per_level 2 there, 1 here"),
+        (["--schedule", "cosine"], "give --schedule linear"),
+        (["--model", "latent"], "holds a model of kind 'unet'"),
+    ]:
+        args = ["--steps", "1", "--out", str(tmp_path / "refused.pt"), "--init-from", str(tiny_run), *TINY, *flags]
+        with pytest.raises(SystemExit) as info:
+            train_cli.main(args)
+        assert info.value.code == 2 and message in capsys.readouterr().err, flags
+    assert not (tmp_path / "refused.pt").exists()
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(["--init-from", "mnist-unet-v9", "--out", str(tmp_path / "x.pt"), *TINY])
+    assert info.value.code == 2 and "no such file, nor a shipped model (mnist-unet" in capsys.readouterr().err
 
 
 @needs_mnist

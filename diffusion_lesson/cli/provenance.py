@@ -20,12 +20,20 @@ from diffusion_lesson.checkpoints import load_checkpoint, save_checkpoint, sha25
 
 
 def write_sidecar(
-    out: Path, program: str, argv: list[str], step: int, seconds: float, device: torch.device, resumed: bool = False
+    out: Path,
+    program: str,
+    argv: list[str],
+    step: int,
+    seconds: float,
+    device: torch.device,
+    resumed: bool = False,
+    started_from: Path | None = None,
 ) -> dict:
     """<out>.json: how this checkpoint was made; returns the record.
 
     A resumed run keeps the first command and lists each resuming one under "resumed_with" (a resume
-    may change --steps); wall time adds up over them.
+    may change --steps); wall time adds up over them. A run that started from another model's weights
+    (``train --init-from``) records that file under "started_from" (``describe_start``), once.
     """
     sidecar = out.with_suffix(".json")
     previous = json.loads(sidecar.read_text()) if resumed and sidecar.exists() else {}
@@ -39,8 +47,26 @@ def write_sidecar(
         "device": describe_device(device),
         "torch": torch.__version__,
     }
+    if "started_from" in previous or started_from is not None:
+        record["started_from"] = previous.get("started_from") or describe_start(started_from)
     sidecar.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def describe_start(path: Path) -> dict:
+    """The weights a fine-tuning run started from: the file's sha256 and how it was made.
+
+    That is its own sidecar, or its manifest record when it is a shipped file (without its FIDs), so
+    a shipped fine-tuned model keeps the whole history of its training.
+    """
+    path = Path(path)
+    made = path.with_suffix(".json")
+    record = json.loads(made.read_text()) if made.is_file() else {}
+    if path.parent.resolve() == models.PRETRAINED_DIR.resolve():
+        shipped = {entry["file"]: (name, entry) for name, entry in models.manifest().items()}
+        name, record = shipped.get(path.name, (None, {}))
+        record = {"model": name, **{k: v for k, v in record.items() if k not in ("file", "fid", "measured")}}
+    return {"file": path.name, **record, "sha256": sha256_of(path)}
 
 
 def describe_device(device: torch.device) -> str:

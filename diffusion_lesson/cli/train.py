@@ -39,11 +39,11 @@ from diffusion_lesson.cli.provenance import write_sidecar
 from diffusion_lesson.data import DATASET_FOLDERS, LabeledImages, load_mnist
 from diffusion_lesson.latent import LATENT_BASE_CHANNELS, encode_dataset, latent_extra, latent_unet_config
 from diffusion_lesson.losses import DiffusionObjective
-from diffusion_lesson.models import load_course_model, load_model, resume_training, runs_dir
+from diffusion_lesson.models import load_course_model, load_model, manifest, pretrained_path, resume_training, runs_dir
 from diffusion_lesson.prompts import caption_codes, measure_attributes
 from diffusion_lesson.schedules import SCHEDULE_NAMES, make_schedule
 from diffusion_lesson.text import VOCABULARY
-from diffusion_lesson.training import TrainConfig, TrainState, start_training, train
+from diffusion_lesson.training import TrainConfig, TrainState, start_from_weights, start_training, train
 from diffusion_lesson.unet import UNet, UNetConfig
 
 MODELS = ("pixel", "latent", "text", "autoencoder", "classifier")
@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="U-Nets: weight the loss by min(SNR, gamma) / SNR (default: %(default)s)",
     )
     net.add_argument("--plain-loss", action="store_true", help="U-Nets: DDPM's plain average over t instead")
+    net.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="U-Nets: fine-tune: start from a trained model's weights (a shipped name such as mnist-unet, or a "
+        "file) on a new learning-rate schedule; give the flags that build its network",
+    )
     net.add_argument("--kl-weight", type=positive_float, default=1e-4, help="autoencoder: default %(default)s")
     net.add_argument("--latent-channels", type=positive_int, default=4, help="autoencoder: default %(default)s")
     add_device_flag(parser)
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     device = device_from(parser, args.device)
     try:
         state, data = _resumed(args, out, device) if args.resume else _fresh(args, device)
+        start_file = init_from_path(args.init_from) if args.init_from is not None else None
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         parser.error(str(err))
     print(f"training {args.model} on {device}: {sum(p.numel() for p in state.model.parameters()):,} parameters, "
@@ -135,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         train(state, data, checkpoint_path=out, checkpoint_every=args.checkpoint_every, progress=not args.quiet)
         seconds = time.perf_counter() - start
         summary = finish_run(state, data, out, args.dataset)
-        write_sidecar(out, "python -m diffusion_lesson.train", argv, state.step, seconds, device, args.resume)
+        write_sidecar(
+            out, "python -m diffusion_lesson.train", argv, state.step, seconds, device, args.resume, start_file
+        )
     except OSError as err:  # a full disk or a folder that became read-only: the last good checkpoint stays
         kept = f"{out} holds the last checkpoint saved" if out.exists() else "no checkpoint was saved"
         fail(parser, f"{err.strerror or err}\ntraining stopped at step {state.step} and {kept}; once the problem "
@@ -166,6 +175,8 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, out:
     if args.model in ("autoencoder", "classifier") and args.dataset != "mnist":
         parser.error(f"--model {args.model} trains on MNIST only; leave out --dataset")
     given = list(_unet_flags_given(args))
+    if args.model in ("autoencoder", "classifier") and args.init_from is not None:
+        given.append("--init-from")
     if args.model in ("autoencoder", "classifier") and given:
         parser.error(f"{', '.join(given)}: U-Nets only (--model pixel, latent or text), not --model {args.model}")
     if args.warmup_steps is not None and args.warmup_steps < 0:
@@ -195,7 +206,8 @@ def _fresh(args: argparse.Namespace, device: torch.device):
     gamma = None if args.plain_loss else args.min_snr_gamma
     objective = DiffusionObjective(make_schedule(args.schedule).to(device), args.label_dropout, gamma)
     if args.model == "pixel":
-        return start_training(UNet(UNetConfig(**options)), objective, config, device, "unet"), data
+        state = start_training(UNet(UNetConfig(**options)), objective, config, device, "unet")
+        return _initialised(state, args.init_from), data
     if args.autoencoder is not None:
         source = load_model(args.autoencoder, device, ("autoencoder",))
     else:
@@ -207,7 +219,36 @@ def _fresh(args: argparse.Namespace, device: torch.device):
     state = start_training(unet, objective, config, device, "latent-unet")
     recorded = str(args.autoencoder) if args.autoencoder else _recorded_name(source.path)
     state.extra = latent_extra(source.model, recorded)
-    return state, _latent_data(source.model, data, args.model == "text")
+    return _initialised(state, args.init_from), _latent_data(source.model, data, args.model == "text")
+
+
+def _initialised(state: TrainState, init_from: str | None) -> TrainState:
+    """The fresh run, or with --init-from the same network starting at a trained model's weights."""
+    if init_from is None:
+        return state
+    saved = load_checkpoint(init_from_path(init_from), (state.kind,))
+    schedule = state.objective.schedule
+    if (saved.schedule["name"], saved.schedule["T"]) != (schedule.name, schedule.T):
+        name = saved.schedule["name"]
+        raise ValueError(f"--init-from {init_from} was trained with the {name} schedule; give --schedule {name}")
+    scale = saved.extra.get("latent_scale")
+    if scale is not None and abs(scale - state.extra["latent_scale"]) > 1e-4 * abs(scale):
+        raise ValueError(
+            f"--init-from {init_from} was trained on another autoencoder's latents; "
+            f"give --autoencoder {saved.extra['autoencoder']}"
+        )
+    try:
+        return start_from_weights(state, saved)
+    except ValueError as err:
+        raise ValueError(f"--init-from {init_from}: {err} (with this command's network flags)") from None
+
+
+def init_from_path(init_from: str) -> Path:
+    """The file --init-from names: a shipped model (checked against its sha256) or a checkpoint file."""
+    path = pretrained_path(init_from) if init_from in manifest() else Path(init_from)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from {init_from}: no such file, nor a shipped model ({', '.join(manifest())})")
+    return path
 
 
 def _latent_data(autoencoder, data: LabeledImages, text: bool) -> LabeledImages:
