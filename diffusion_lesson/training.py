@@ -174,10 +174,8 @@ def start_from_weights(state: TrainState, ckpt: Checkpoint) -> TrainState:
         if theirs.get(name) != value
     ]
     if ckpt.kind != state.kind or differ:
-        found = "; ".join(differ) or "same config"
-        raise ValueError(
-            f"the weights to start from are another network ({ckpt.kind}; {found}), not this run's {state.kind}"
-        )
+        found = "; ".join(differ) or f"{ckpt.kind} there, {state.kind} here"
+        raise ValueError(f"the weights to start from are another network ({ckpt.kind}; {found})")
     load_weights(state.model, ckpt.weights())
     state.ema.load_state_dict(ckpt.weights(), num_updates=0)
     return state

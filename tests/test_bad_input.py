@@ -189,6 +189,9 @@ ROWS = [
     Row("train --out that exists", train("--out", "old.pt"),
         "old.pt exists: pass --resume to continue that run, --overwrite to replace it", subprocess=True),
     Row("train --out that is a folder", train("--out", "a-folder.pt"), "a-folder.pt is a folder; give a file name"),
+    Row("train --init-from another network", train("--init-from", "run-b2.pt", "--blocks-per-level", "2"),
+        "--init-from run-b2.pt: the weights to start from are another network (unet; blocks_per_level 1 there, 2 here)"
+        " ... build the same network", needs="mnist"),
     Row("train --resume with another network", train("--resume", "--out", "run-b2.pt", "--blocks-per-level", "2"),
         "--blocks-per-level: run-b2.pt was trained with blocks_per_level = 1, and a resumed run keeps it ... --out"),
 ]

@@ -240,7 +240,7 @@ def _initialised(state: TrainState, init_from: str | None) -> TrainState:
     try:
         return start_from_weights(state, saved)
     except ValueError as err:
-        raise ValueError(f"--init-from {init_from}: {err} (with this command's network flags)") from None
+        raise ValueError(f"--init-from {init_from}: {err}: build the same network with this command's flags") from None
 
 
 def init_from_path(init_from: str) -> Path:
