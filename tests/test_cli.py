@@ -172,7 +172,7 @@ def test_sample_refuses_to_mix_up_pixel_and_latent_files(tmp_path, capsys):
 
 @pytest.mark.slow
 @needs_mnist
-def test_train_latent_with_the_shipped_autoencoder(tmp_path, monkeypatch):
+def test_train_latent_with_the_shipped_autoencoder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(models.RUNS_ENV_VAR, str(tmp_path))  # no runs/mnist-autoencoder.pt: the shipped one
     out = tmp_path / "latent.pt"
     assert train_cli.main(["--model", "latent", "--steps", "2", "--out", str(out), *TINY]) == 0
@@ -182,6 +182,15 @@ def test_train_latent_with_the_shipped_autoencoder(tmp_path, monkeypatch):
     sample = ["--model", "latent", "--checkpoint", str(out), "--n", "2", "--seed", "0", "--steps", "2"]
     assert sample_cli.main([*sample, "--out", str(tmp_path / "s.npz"), "--device", "cpu"]) == 0
     assert np.load(tmp_path / "s.npz")["images"].shape == (2, 28, 28)
+    tuned = ["--model", "latent", "--steps", "1", *TINY]
+    assert train_cli.main([*tuned, "--init-from", str(out), "--out", str(tmp_path / "tuned.pt")]) == 0
+    other = torch.load(out, weights_only=True)
+    other["extra"]["latent_scale"] *= 1.01  # as if trained on another autoencoder's latents
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(SystemExit) as info:
+        train_cli.main([*tuned, "--init-from", str(tmp_path / "other.pt"), "--out", str(tmp_path / "refused.pt")])
+    assert info.value.code == 2 and not (tmp_path / "refused.pt").exists()
+    assert "trained on another autoencoder's latents; give --autoencoder mnist-autoencoder" in capsys.readouterr().err
 
 
 def test_autoencoder_cli_refuses_to_clobber_and_bad_flags(tmp_path, capsys):

@@ -13,6 +13,7 @@ a sidecar <out>.json records the command, steps, wall time and device. --resume 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import replace
@@ -131,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     _check_flags(parser, args, out)
     device = device_from(parser, args.device)
     try:
-        state, data = _resumed(args, out, device) if args.resume else _fresh(args, device)
         start_file = init_from_path(args.init_from) if args.init_from is not None else None
+        state, data = _resumed(args, out, device) if args.resume else _fresh(args, device, start_file)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         parser.error(str(err))
     print(f"training {args.model} on {device}: {sum(p.numel() for p in state.model.parameters()):,} parameters, "
@@ -190,7 +191,7 @@ def _loop_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{**LOOP_DEFAULTS[args.model], **{k: v for k, v in given.items() if v is not None}, **flags})
 
 
-def _fresh(args: argparse.Namespace, device: torch.device):
+def _fresh(args: argparse.Namespace, device: torch.device, start_file: Path | None):
     """A new run of args.model and the data it trains on (latents for --model latent)."""
     config, data = _loop_config(args), load_mnist("train", device=device, dataset=args.dataset)
     torch.manual_seed(config.seed)  # the weight initialisation: --seed fixes it too
@@ -207,7 +208,7 @@ def _fresh(args: argparse.Namespace, device: torch.device):
     objective = DiffusionObjective(make_schedule(args.schedule).to(device), args.label_dropout, gamma)
     if args.model == "pixel":
         state = start_training(UNet(UNetConfig(**options)), objective, config, device, "unet")
-        return _initialised(state, args.init_from), data
+        return _initialised(state, args.init_from, start_file), data
     if args.autoencoder is not None:
         source = load_model(args.autoencoder, device, ("autoencoder",))
     else:
@@ -219,20 +220,20 @@ def _fresh(args: argparse.Namespace, device: torch.device):
     state = start_training(unet, objective, config, device, "latent-unet")
     recorded = str(args.autoencoder) if args.autoencoder else _recorded_name(source.path)
     state.extra = latent_extra(source.model, recorded)
-    return _initialised(state, args.init_from), _latent_data(source.model, data, args.model == "text")
+    return _initialised(state, args.init_from, start_file), _latent_data(source.model, data, args.model == "text")
 
 
-def _initialised(state: TrainState, init_from: str | None) -> TrainState:
+def _initialised(state: TrainState, init_from: str | None, start_file: Path | None) -> TrainState:
     """The fresh run, or with --init-from the same network starting at a trained model's weights."""
-    if init_from is None:
+    if start_file is None:
         return state
-    saved = load_checkpoint(init_from_path(init_from), (state.kind,))
+    saved = load_checkpoint(start_file, (state.kind,))
     schedule = state.objective.schedule
     if (saved.schedule["name"], saved.schedule["T"]) != (schedule.name, schedule.T):
         name = saved.schedule["name"]
         raise ValueError(f"--init-from {init_from} was trained with the {name} schedule; give --schedule {name}")
     scale = saved.extra.get("latent_scale")
-    if scale is not None and abs(scale - state.extra["latent_scale"]) > 1e-4 * abs(scale):
+    if scale is not None and not math.isclose(scale, state.extra["latent_scale"], rel_tol=1e-4):
         raise ValueError(
             f"--init-from {init_from} was trained on another autoencoder's latents; "
             f"give --autoencoder {saved.extra['autoencoder']}"
