@@ -58,7 +58,8 @@ class LoadedModel(NamedTuple):
     """A model in eval mode with what it needs to be used, and a sentence saying which one it is.
 
     schedule: the noise schedule it was trained with (None for the autoencoder and classifier).
-    autoencoder: for a latent model, the autoencoder whose latents it learned (decode with it).
+    autoencoder: for a latent model, the autoencoder whose latents it learned (decode with it), and
+    autoencoder_path, the file it was read from.
     """
 
     model: nn.Module
@@ -67,6 +68,7 @@ class LoadedModel(NamedTuple):
     path: Path
     kind: str
     autoencoder: Autoencoder | None = None
+    autoencoder_path: Path | None = None
 
 
 def runs_dir() -> Path:
@@ -129,8 +131,12 @@ def load_model(
     load_weights(model, ckpt.weights())
     model = model.to(device).eval()
     schedule = make_schedule(ckpt.schedule["name"], ckpt.schedule["T"]).to(device) if ckpt.schedule else None
-    decoder = _latent_autoencoder(path, ckpt, autoencoder, device) if ckpt.kind == "latent-unet" else None
-    return LoadedModel(model, schedule, description or describe(path, ckpt), path, ckpt.kind, decoder)
+    decoder, decoder_path = None, None
+    if ckpt.kind == "latent-unet":
+        decoder_path = Path(autoencoder) if autoencoder is not None else _find_autoencoder(ckpt.extra["autoencoder"])
+        decoder = _latent_autoencoder(path, ckpt, decoder_path, device)
+    description = description or describe(path, ckpt)
+    return LoadedModel(model, schedule, description, path, ckpt.kind, decoder, decoder_path)
 
 
 def describe(path: Path, ckpt: Checkpoint) -> str:
@@ -207,11 +213,8 @@ def resume_training(
     return restore_training(state, ckpt)
 
 
-def _latent_autoencoder(
-    path: Path, ckpt: Checkpoint, override: str | os.PathLike | None, device: torch.device | str
-) -> Autoencoder:
-    """The autoencoder a latent model decodes with, checked by the latent scale the model was trained on."""
-    source = Path(override) if override is not None else _find_autoencoder(ckpt.extra["autoencoder"])
+def _latent_autoencoder(path: Path, ckpt: Checkpoint, source: Path, device: torch.device | str) -> Autoencoder:
+    """The autoencoder in ``source``, checked by the latent scale the model in ``path`` was trained on."""
     autoencoder = load_model(source, device, ("autoencoder",)).model
     expected, found = ckpt.extra["latent_scale"], autoencoder.latent_scale.item()
     if not math.isclose(expected, found, rel_tol=1e-4):

@@ -7,6 +7,7 @@ which holds a fresh copy of the files below; a row's ``world`` names what else i
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -20,7 +21,7 @@ import pytest
 import torch
 
 from diffusion_lesson import models
-from diffusion_lesson.checkpoints import save_checkpoint
+from diffusion_lesson.checkpoints import save_checkpoint, sha256_of
 from diffusion_lesson.classifier import MnistClassifier
 from diffusion_lesson.data import DATA_ENV_VAR, RAW_FILES, data_root
 from diffusion_lesson.losses import DiffusionObjective
@@ -103,6 +104,10 @@ def make_files(folder: Path) -> None:
     np.savez(folder / "32x32.npz", images=np.zeros((200, 32, 32), np.uint8))
     np.savez(folder / "floats.npz", images=digits.astype(np.float32) / 255)
     np.savez(folder / "50-digits.npz", images=digits[:50])
+    np.savez(folder / "200-digits.npz", images=digits)  # good images that do not say which model made them
+    made_by = {"model": "old.pt", "sha256": sha256_of(folder / "old.pt"), "sampler": "ddim", "steps": 50, "eta": 0.0,
+               "clip_x0": False, "seed": 0, "n": 200, "device": "cpu"}  # fmt: skip
+    np.savez(folder / "old-run-digits.npz", images=digits, made_by=json.dumps(made_by))  # as sample writes them
     (folder / "text.npz").write_text("not an archive")
     (folder / "samples.npz").write_bytes(b"earlier samples")
     (folder / "a-folder.pt").mkdir()

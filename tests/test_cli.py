@@ -102,6 +102,11 @@ def test_sample_from_a_checkpoint(tiny_run, tmp_path):
     again = tmp_path / "again.npz"
     sample_cli.main([*args, "--out", str(again), "--device", "cpu"])
     assert np.array_equal(images, np.load(again)["images"])  # same seed, same digits
+    made_by = json.loads(str(np.load(out)["made_by"]))  # the file says which checkpoint made it, and how
+    assert made_by["model"] == str(tiny_run) and made_by["sha256"] == sha256_of(tiny_run)
+    assert made_by["device"] == "cpu" and "autoencoder" not in made_by
+    expected = {"sampler": "ddim", "steps": 2, "eta": 0.0, "clip_x0": False, "seed": 1, "n": 3}
+    assert {k: made_by[k] for k in expected} == expected
 
 
 def test_sample_from_the_shipped_model_with_ddpm(tmp_path):
@@ -109,6 +114,10 @@ def test_sample_from_the_shipped_model_with_ddpm(tmp_path):
     assert sample_cli.main(["--n", "2", "--seed", "0", "--out", str(out), "--sampler", "ddpm", "--device", "cpu"]) == 0
     images = np.load(out)["images"]
     assert images.shape == (2, 28, 28) and images.dtype == np.uint8 and images.max() > 128
+    made_by = json.loads(str(np.load(out)["made_by"]))
+    assert made_by["model"] == "mnist-unet" and made_by["sha256"] == models.manifest()["mnist-unet"]["sha256"]
+    assert (made_by["sampler"], made_by["steps"], made_by["variance"]) == ("ddpm", 1000, "beta")
+    assert "eta" not in made_by
 
 
 @pytest.mark.parametrize(
@@ -149,6 +158,9 @@ def test_sample_latent_from_the_shipped_pair(tmp_path):
     again = tmp_path / "again.npz"
     sample_cli.main([*args, "--out", str(again)])
     assert np.array_equal(images, np.load(again)["images"])  # same seed, same digits
+    made_by, shipped = json.loads(str(np.load(out)["made_by"])), models.manifest()
+    assert (made_by["model"], made_by["autoencoder"]) == ("mnist-latent-unet", "mnist-autoencoder")
+    assert made_by["autoencoder_sha256"] == shipped["mnist-autoencoder"]["sha256"]
 
 
 def test_sample_refuses_to_mix_up_pixel_and_latent_files(tmp_path, capsys):

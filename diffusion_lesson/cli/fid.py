@@ -3,6 +3,10 @@
 Reads the ``images`` array (uint8, (N, 28, 28)) of an .npz written by python -m diffusion_lesson.sample,
 or scores N real training digits (--real-train N: the floor a perfect sampler would score at that N).
 Features come from the shipped classifier, so numbers are comparable across runs at the same N.
+--record MODEL also stores the result in the manifest (maintainers), under a label read from the
+file's ``made_by`` record ("DDIM-50, eta 0, seed 0, N 1000"), and only if the shipped MODEL's file
+made the digits; the real floor (--real-train) is recorded under mnist-classifier, whose features it
+measures.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import numpy as np
 import torch
 
 from diffusion_lesson.cli.args import add_device_flag, device_from, positive_int, run
-from diffusion_lesson.cli.provenance import record_fid
+from diffusion_lesson.cli.provenance import check_made_by, record_fid, sampling_label
 from diffusion_lesson.data import DataNotFoundError, load_mnist, to_uint8
 from diffusion_lesson.metrics import check_image_array
 from diffusion_lesson.models import course_fid
+
+FLOOR_MODEL = "mnist-classifier"  # the real floor belongs to the features it is measured in
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,25 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="which N training digits with --real-train")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_device_flag(parser)
-    parser.add_argument("--record", metavar="MODEL", help="also store the result in the manifest of this shipped model")
-    parser.add_argument("--label", help="with --record: how the images were made, e.g. 'DDIM-50, seed 0'")
+    parser.add_argument("--record", metavar="MODEL", help="also store the result in the manifest of this shipped "
+                        "model, labelled with how the digits were made (read from the file)")  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.record is None) != (args.label is None):
-        parser.error("--record and --label go together: --record mnist-unet --label 'DDIM-50, seed 0'")
     device = device_from(parser, args.device)
     try:
         if args.real_train:
             images, name = real_training_digits(args.real_train, args.seed)
         else:  # bad images are refused here, before the reference features are computed
             images, name = check_image_array(load_images(args.file)), str(args.file)
+        label, made_by = record_label(args) if args.record is not None else (None, None)
         result = {"file": name, **course_fid(images, device)}
         if args.record is not None:
-            record_fid(args.record, args.label, {k: v for k, v in result.items() if k != "file"})
+            stored = {k: v for k, v in result.items() if k != "file"}
+            record_fid(args.record, label, stored if made_by is None else {**stored, "made_by": made_by})
     except (ValueError, DataNotFoundError) as err:
         parser.error(str(err))
     if args.json:
@@ -57,7 +63,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"N = {result['n']} digits from {name}, against the {result['reference']}; {result['features']}")
         print(f"FID: {result['fid']:.4f}")
         print(f"KID: {result['kid']:.6f} +- {result['kid_std_error']:.6f}")
+    if args.record is not None:
+        print(f"recorded in the manifest under {args.record}: {label!r}")
     return 0
+
+
+def record_label(args: argparse.Namespace) -> tuple[str, dict | None]:
+    """The manifest label for --record and the file's made_by record; refuses digits the model did not make."""
+    if args.real_train:
+        if args.record != FLOOR_MODEL:
+            raise ValueError(f"--real-train measures the floor of {FLOOR_MODEL}'s features: record it with "
+                             f"--record {FLOOR_MODEL}, not {args.record}")  # fmt: skip
+        return f"real floor: training digits, seed {args.seed}, N {args.real_train}", None
+    made_by = load_made_by(args.file)
+    check_made_by(args.record, made_by, str(args.file))
+    return sampling_label(made_by), made_by
 
 
 def real_training_digits(n: int, seed: int) -> tuple[np.ndarray, str]:
@@ -67,6 +87,21 @@ def real_training_digits(n: int, seed: int) -> tuple[np.ndarray, str]:
         raise ValueError(f"--real-train must be between 1 and {train.shape[0]}, got {n}")
     pick = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     return to_uint8(train[pick, 0]).numpy(), "MNIST training digits"
+
+
+def load_made_by(path: Path) -> dict | None:
+    """The ``made_by`` record python -m diffusion_lesson.sample writes into its .npz (None in other files)."""
+    with np.load(path, allow_pickle=False) as archive:
+        if "made_by" not in archive.files:
+            return None
+        try:
+            made_by = json.loads(str(archive["made_by"]))
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{path}: its 'made_by' record cannot be read ({err})") from err
+    if not isinstance(made_by, dict) or not {"model", "sha256", "sampler", "seed", "n"} <= made_by.keys():
+        raise ValueError(f"{path}: its 'made_by' record is not one python -m diffusion_lesson.sample writes; "
+                         "sample again")  # fmt: skip
+    return made_by
 
 
 def load_images(path: Path) -> np.ndarray:

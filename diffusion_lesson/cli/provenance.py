@@ -3,8 +3,10 @@
 Every training command writes <out>.json beside its checkpoint: the command line, steps, wall time,
 device and torch version (wall time adds up over resumed runs). ``python -m diffusion_lesson.ship``
 copies a finished run's EMA weights into the package and records that sidecar in manifest.json;
-``python -m diffusion_lesson.fid --record`` adds measured FIDs to a record. Nothing here is typed in
-by hand.
+``python -m diffusion_lesson.fid --record`` adds measured FIDs to a record, under a label that says
+how the digits were made, read from the samples file itself (``made_by``, written by
+``python -m diffusion_lesson.sample``), and only for digits the shipped file made. Nothing here is
+typed in by hand.
 """
 
 from __future__ import annotations
@@ -110,6 +112,53 @@ def record_in_manifest(name: str, shipped: Path, made: dict) -> dict:
 def record_fid(name: str, label: str, result: dict) -> dict:
     """Store a measured FID in the manifest under name -> "fid" -> label; returns that model's FIDs."""
     return _record(name, "fid", label, result)
+
+
+def sampling_label(made_by: dict) -> str:
+    """How digits were made, in the manifest's words: "DDIM-50, eta 0, x0 clipped, seed 0, N 1000".
+
+    made_by: the record ``python -m diffusion_lesson.sample`` writes into its .npz.
+    """
+    if made_by["sampler"] == "ddpm":
+        parts = [f"DDPM-{made_by['steps']}"]
+        if made_by["variance"] != "beta":
+            parts.append(f"variance {made_by['variance']}")
+    else:
+        parts = [f"DDIM-{made_by['steps']}", f"eta {made_by['eta']:g}"]
+    if made_by["clip_x0"]:
+        parts.append("x0 clipped")
+    if made_by.get("digit") is not None:
+        parts.append(f"digit {made_by['digit']}")
+    if made_by.get("prompt") is not None:
+        parts.append(f"prompt {json.dumps(made_by['prompt'])}")
+    if made_by.get("guidance") is not None:
+        parts.append(f"guidance {made_by['guidance']:g}")
+    return ", ".join([*parts, f"seed {made_by['seed']}", f"N {made_by['n']}"])
+
+
+def check_made_by(name: str, made_by: dict | None, source: str) -> None:
+    """Refuse to record, under the shipped model ``name``, digits that another file made (or an unknown one).
+
+    The U-Net's sha256 must be the manifest's; a latent model's digits must also have been decoded by
+    the shipped autoencoder that model was trained with.
+    """
+    records = models.manifest()
+    if name not in records:
+        raise ValueError(f"no shipped model named {name!r}; shipped: {sorted(records)}")
+    resample = "sample the shipped model with python -m diffusion_lesson.sample (no --checkpoint) and record that"
+    if made_by is None:
+        raise ValueError(f"{source} does not say which model made its digits (only files written by "
+                         f"python -m diffusion_lesson.sample do): {resample}")  # fmt: skip
+    expected = records[name]["sha256"]
+    if made_by["sha256"] != expected:
+        raise ValueError(f"{source} was made by {made_by['model']} (sha256 {made_by['sha256'][:12]}), not by the "
+                         f"shipped {name} (sha256 {expected[:12]}): {resample}")  # fmt: skip
+    autoencoder = load_checkpoint(models.pretrained_path(name)).extra.get("autoencoder")
+    if autoencoder is not None:
+        expected = records[autoencoder]["sha256"] if autoencoder in records else None
+        if made_by.get("autoencoder_sha256") != expected:
+            raise ValueError(f"{source} was decoded by another autoencoder than {autoencoder}, which {name} was "
+                             f"trained with: {resample}, without --autoencoder")  # fmt: skip
 
 
 def record_measurement(name: str, label: str, result: dict) -> dict:

@@ -1,23 +1,27 @@
 """python -m diffusion_lesson.sample: write generated digits to an .npz file (notebooks 03-05, 07).
 
-The file holds ``images``, a uint8 array (N, 28, 28). The model is the shipped pretrained one
-(--model pixel or latent; with --digit the class-conditional pixel model, with --prompt the
-text-conditioned latent model) unless --checkpoint names another; its kind and noise schedule come
-from the file. A latent model's (N, 4, 7, 7) samples are decoded by the autoencoder it was trained
-with (or --autoencoder). The sampler is DDIM (50 steps) unless told otherwise. --guidance W mixes
-the conditional and unconditional predictions (classifier-free guidance, notebook 07).
+The file holds ``images``, a uint8 array (N, 28, 28), and ``made_by``, a JSON string saying how
+they were made: the model file's name and sha256 (and a latent model's autoencoder's), the sampler
+and its settings, the seed, N and the device (python -m diffusion_lesson.fid --record reads it).
+The model is the shipped pretrained one (--model pixel or latent; with --digit the
+class-conditional pixel model, with --prompt the text-conditioned latent model) unless --checkpoint
+names another; its kind and noise schedule come from the file. A latent model's (N, 4, 7, 7)
+samples are decoded by the autoencoder it was trained with (or --autoencoder). The sampler is DDIM
+(50 steps) unless told otherwise. --guidance W mixes the conditional and unconditional predictions
+(classifier-free guidance, notebook 07).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from diffusion_lesson.checkpoints import CheckpointError, CheckpointKindError, atomic_write, load_checkpoint
+from diffusion_lesson.checkpoints import CheckpointError, CheckpointKindError, atomic_write, load_checkpoint, sha256_of
 from diffusion_lesson.cli.args import (
     add_device_flag,
     check_writable,
@@ -32,7 +36,7 @@ from diffusion_lesson.data import to_uint8
 from diffusion_lesson.generate import condition_tensor
 from diffusion_lesson.guidance import DEFAULT_GUIDANCE, Guided
 from diffusion_lesson.latent import decode_states
-from diffusion_lesson.models import LoadedModel, load_model, pretrained_path
+from diffusion_lesson.models import PRETRAINED_DIR, LoadedModel, load_model, manifest, pretrained_path
 from diffusion_lesson.runtime import make_generator
 from diffusion_lesson.samplers import VARIANCES, sample_ddim, sample_ddpm
 
@@ -85,14 +89,42 @@ def main(argv: list[str] | None = None) -> int:
         x0 = decode_states(loaded.autoencoder, x0, args.batch_size)  # (N, 1, 28, 28)
     seconds = time.perf_counter() - start
     images = to_uint8(x0[:, 0]).cpu().numpy()
+    made_by = np.array(json.dumps(describe_sampling(args, loaded, device)))
     try:  # atomic: a full disk or Ctrl-C leaves no half-written file
-        atomic_write(args.out, lambda f: np.savez_compressed(f, images=images))
+        atomic_write(args.out, lambda f: np.savez_compressed(f, images=images, made_by=made_by))
     except OSError as err:
         fail(parser, err.strerror or str(err))
     steps = loaded.schedule.T if args.sampler == "ddpm" else args.steps
     print(f"wrote {args.n} digits to {args.out} ({loaded.kind} {args.sampler}, {steps} steps, "
           f"{seconds:.1f} s on {device})")  # fmt: skip
     return 0
+
+
+def describe_sampling(args: argparse.Namespace, loaded: LoadedModel, device: torch.device) -> dict:
+    """The ``made_by`` record of a samples file: which files made the digits, and how."""
+    record = {"model": _file_name(loaded.path), "sha256": sha256_of(loaded.path)}
+    if loaded.autoencoder_path is not None:
+        record |= {
+            "autoencoder": _file_name(loaded.autoencoder_path),
+            "autoencoder_sha256": sha256_of(loaded.autoencoder_path),
+        }
+    if args.sampler == "ddpm":
+        record |= {"sampler": "ddpm", "steps": loaded.schedule.T, "variance": args.variance}
+    else:
+        record |= {"sampler": "ddim", "steps": args.steps, "eta": args.eta}
+    record["clip_x0"] = args.clip_x0
+    if args.digit is not None or args.prompt is not None:
+        guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
+        record |= {"digit": args.digit, "prompt": args.prompt, "guidance": guidance}
+    return record | {"seed": args.seed, "n": args.n, "device": str(device), "torch": torch.__version__}
+
+
+def _file_name(path: Path) -> str:
+    """A shipped file by its model's name (mnist-unet), any other by its path."""
+    shipped = {entry["file"]: name for name, entry in manifest().items()}
+    if path.parent.resolve() == PRETRAINED_DIR.resolve() and path.name in shipped:
+        return shipped[path.name]
+    return str(path)
 
 
 def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
