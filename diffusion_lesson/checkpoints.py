@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from diffusion_lesson.interrupts import interrupts_deferred
 from diffusion_lesson.schedules import SCHEDULE_NAMES
 
 CHECKPOINT_FORMAT = 2
@@ -129,8 +130,10 @@ def atomic_save(obj: Any, path: Path) -> None:
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """write(file) to a temporary file in path's folder, fsync, then os.replace over ``path``.
 
-    A full disk, a read-only folder or Ctrl-C during the write leaves ``path`` as it was and no
-    temporary file behind; the OSError raised names the file and says what to do.
+    A full disk, a read-only folder or an exception in ``write`` leaves ``path`` as it was and no
+    temporary file behind; the OSError raised names the file and says what to do. A Ctrl-C (or a
+    kill, in a command) during the write waits until the file is whole, then stops the program: an
+    interrupt inside torch.save's zip writer would otherwise surface as a RuntimeError.
     """
     path = Path(path)
     try:
@@ -142,11 +145,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     os.umask(umask)
     try:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows within one file system
+        with interrupts_deferred():
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)  # atomic on POSIX and Windows within one file system
     except BaseException as err:  # also Ctrl-C and a full disk: never leave a half-written temporary file behind
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):

@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,6 +29,7 @@ from tqdm.auto import tqdm
 
 from diffusion_lesson.checkpoints import Checkpoint, load_weights, save_checkpoint
 from diffusion_lesson.data import LabeledImages, random_batch
+from diffusion_lesson.interrupts import interrupts_deferred
 from diffusion_lesson.runtime import make_generator
 from diffusion_lesson.settings import Settings
 
@@ -276,7 +275,7 @@ def train(
         while state.step < state.config.steps:
             with _rollback_on_interrupt(state):  # Ctrl-C here: the step never happened
                 loss = backward_step(state, data)
-            with _sigint_deferred():  # Ctrl-C here waits: the update is all or nothing
+            with interrupts_deferred():  # Ctrl-C (or kill) here waits: the update is all or nothing
                 update_step(state)
                 pending.append(loss)
             bar.update(1)
@@ -316,19 +315,3 @@ def _rollback_on_interrupt(state: TrainState) -> Iterator[None]:
         state.generator.set_state(rng)
         state.optimizer.zero_grad(set_to_none=True)
         raise
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) until the block ends, then raise it; only the main thread gets signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt

@@ -1,7 +1,11 @@
 """Checkpoints: round trip, atomic writes, clear mismatch errors, loading without pickled code."""
 
 import hashlib
+import os
 import pickle
+import signal
+import sys
+from unittest import mock
 
 import pytest
 import torch
@@ -15,6 +19,7 @@ from diffusion_lesson.checkpoints import (
     save_checkpoint,
     sha256_of,
 )
+from diffusion_lesson.interrupts import stop_on_sigterm
 from diffusion_lesson.models import load_model
 from diffusion_lesson.unet import UNet, UNetConfig
 
@@ -114,6 +119,41 @@ def test_interrupted_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # no temporary file left
     monkeypatch.undo()
     assert load_checkpoint(path).step == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals to oneself are POSIX")
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_kill_during_a_write_waits_for_the_whole_file(tmp_path, signum):
+    """A real signal halfway through torch.save: the checkpoint is finished, then the program stops."""
+    path = tmp_path / "run.pt"
+    _save(path, UNet(CONFIG), step=1)
+    real_save, before = checkpoints.torch.save, signal.getsignal(signal.SIGTERM)
+
+    def save_interrupted_halfway(obj, f, *args, **kwargs):
+        class Interrupting:  # the file torch.save writes to; the signal arrives after its first bytes
+            def __init__(self):
+                self.writes = 0
+
+            def write(self, data):
+                self.writes += 1
+                if self.writes == 2:
+                    os.kill(os.getpid(), getattr(signal, signum))
+                return f.write(data)
+
+            def flush(self):
+                f.flush()
+
+        real_save(obj, Interrupting(), *args, **kwargs)
+
+    try:
+        if signum == "SIGTERM":
+            stop_on_sigterm()  # what the command-line tools do
+        with mock.patch.object(checkpoints.torch, "save", save_interrupted_halfway), pytest.raises(KeyboardInterrupt):
+            _save(path, UNet(CONFIG), step=2)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert load_checkpoint(path).step == 2  # written whole before the interrupt was raised
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]
 
 
 def test_loading_never_unpickles_code(tmp_path):

@@ -2,8 +2,11 @@
 
 import ast
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +69,27 @@ def test_train_resumes_and_refuses_to_clobber(tiny_run, tmp_path, capsys):
             train_cli.main(["--steps", "6", "--out", str(copy), "--resume", *TINY, *changed])
         assert info.value.code == 2 and "and a resumed run keeps it" in capsys.readouterr().err, changed
     assert load_checkpoint(copy).step == 5
+
+
+@needs_mnist
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM and ignored SIGINT are POSIX")
+def test_kill_stops_a_background_training_run_cleanly(tmp_path):
+    """A run started as `cmd &` ignores Ctrl-C (the shell's doing); `kill PID` still saves the step it reached."""
+    out = tmp_path / "background.pt"
+    argv = [sys.executable, "-m", "diffusion_lesson.train", "--steps", "100000", "--checkpoint-every", "1",
+            "--out", str(out), *TINY]  # fmt: skip
+    ignore_ctrl_c = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731  what `&` does
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with subprocess.Popen(argv, **pipes, preexec_fn=ignore_ctrl_c) as job:
+        deadline = time.monotonic() + 120
+        while not out.exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.1)
+        assert out.exists(), "the run wrote no checkpoint within 120 s"
+        job.send_signal(signal.SIGTERM)
+        stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130 and "Traceback" not in stderr, stderr
+    stopped = int(re.search(r"stopped at step (\d+); continue with the same command plus --resume", stdout).group(1))
+    assert 1 <= stopped < 100000 and load_checkpoint(out).step == stopped
 
 
 @pytest.mark.parametrize(

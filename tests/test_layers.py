@@ -4,7 +4,7 @@
     models     models, generate                    "your own run, else the shipped one", any checkpoint by kind
     chapters   unet, losses, training, samplers, autoencoder, latent, classifier, metrics, costs,
                plotting, widgets, prompts, text, guidance, checking, checkers       one concept each
-    base       settings, schedules, forward, data, runtime, timing, checkpoints, toy
+    base       settings, schedules, forward, data, runtime, timing, interrupts, checkpoints, toy
 
 A module may import its own layer and the layers below it, never above, and the imports between the
 package's modules must form no cycle.
@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "diffusion_lesson"
 LAYERS = {
-    "base": {"settings", "schedules", "forward", "data", "runtime", "timing", "checkpoints", "toy"},
+    "base": {"settings", "schedules", "forward", "data", "runtime", "timing", "interrupts", "checkpoints", "toy"},
     "chapters": {"unet", "losses", "training", "samplers", "autoencoder", "latent", "classifier", "metrics", "costs",
                  "plotting", "widgets", "prompts", "text", "guidance",
                  "checking", "checkers"},

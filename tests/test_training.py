@@ -12,6 +12,7 @@ from diffusion_lesson.checkpoints import load_checkpoint
 from diffusion_lesson.classifier import ClassifierObjective, MnistClassifier
 from diffusion_lesson.data import DATA_ENV_VAR, LabeledImages, data_root, load_mnist
 from diffusion_lesson.forward import predict_eps_from_x0
+from diffusion_lesson.interrupts import stop_on_sigterm
 from diffusion_lesson.losses import DiffusionObjective, eps_errors, min_snr_weight, simple_loss
 from diffusion_lesson.models import resume_training
 from diffusion_lesson.schedules import make_schedule
@@ -219,6 +220,27 @@ def test_ctrl_c_during_the_update_finishes_the_step_first():
     train(state, _fake_data(), progress=False)
     assert state.step == 3 and state.ema.num_updates == 3 and len(state.losses) == 3
     assert signal.getsignal(signal.SIGINT) is before  # the handler was put back
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to oneself is POSIX")
+def test_kill_stops_a_run_like_ctrl_c_once_the_commands_ask_for_it():
+    """After stop_on_sigterm (the command-line tools), a SIGTERM in optimizer.step is held, then stops the run."""
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        stop_on_sigterm()
+        handler = signal.getsignal(signal.SIGTERM)
+        state = _start(UNet(TINY), _short_run())
+
+        def send_sigterm(optimizer, args, kwargs):
+            if state.step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        state.optimizer.register_step_pre_hook(send_sigterm)
+        train(state, _fake_data(), progress=False)
+        assert state.step == 3 and state.ema.num_updates == 3 and len(state.losses) == 3
+        assert signal.getsignal(signal.SIGTERM) is handler  # the handler was put back
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_callback_and_periodic_checkpoints(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from diffusion_lesson.interrupts import stop_on_sigterm
 from diffusion_lesson.runtime import get_device
 
 
@@ -108,7 +109,11 @@ def existing_file(parser: argparse.ArgumentParser, flag: str, path: Path | None)
 
 
 def run(main: Callable[[list[str] | None], int]) -> None:
-    """Start a command: its exit code; Ctrl-C outside a training loop exits 130 with one line, no traceback."""
+    """Start a command: its exit code; Ctrl-C outside a training loop exits 130 with one line, no traceback.
+
+    ``kill PID`` (SIGTERM) stops a command as Ctrl-C does: a training run saves the step it reached.
+    """
+    stop_on_sigterm()
     try:
         sys.exit(main(None))
     except KeyboardInterrupt:
