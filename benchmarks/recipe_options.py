@@ -4,6 +4,7 @@ Each option is small and self-contained so that a winner can be ported into diff
 Min-SNR-gamma weighting and x0 clipping were: losses.min_snr_weight, the samplers' clip_x0):
 
     sample_timesteps(B, T, kind, generator)  uniform t or a logit-normal t that favours the middle
+    assign_noise(x0, eps)                    immiscible diffusion: each image gets the batch's nearest noise
     AdditiveSkipUNet                         the course U-Net with h + skip instead of cat([h, skip])
 
 Everything keeps epsilon prediction.
@@ -12,6 +13,7 @@ Everything keeps epsilon prediction.
 from __future__ import annotations
 
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from diffusion_lesson.unet import ResBlock, UNet, UNetConfig
@@ -33,6 +35,18 @@ def sample_timesteps(
         n = torch.randn(batch_size, generator=generator, device=device)
         return (torch.sigmoid(n) * T).long().clamp(0, T - 1)
     raise ValueError(f"unknown timestep sampling {kind!r}; choose one of {T_SAMPLINGS}")
+
+
+def assign_noise(x0: Tensor, eps: Tensor) -> Tensor:
+    """Immiscible diffusion (Li et al., NeurIPS 2024): the batch's noise, reordered so that the sum of
+    the distances ||x0_i - eps_i|| is least (a linear assignment). (B, ...) -> (B, ...).
+
+    The noise is the same set of Gaussian draws, only paired differently, so each image is diffused
+    towards nearby noise; the paper reports up to 3x faster training of DDIM on CIFAR-10.
+    """
+    cost = torch.cdist(x0.flatten(1).double()[None], eps.flatten(1).double()[None])[0]  # (B, B)
+    _, order = linear_sum_assignment(cost.cpu().numpy())
+    return eps[torch.as_tensor(order, device=eps.device)]
 
 
 class AdditiveSkipUNet(UNet):

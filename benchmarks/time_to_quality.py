@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling recipe_options module
 
-from recipe_options import AdditiveSkipUNet, sample_timesteps  # noqa: E402
+from recipe_options import AdditiveSkipUNet, assign_noise, sample_timesteps  # noqa: E402
 
 from diffusion_lesson.checkpoints import load_weights  # noqa: E402
 from diffusion_lesson.data import load_mnist, random_batch, to_uint8  # noqa: E402
@@ -65,7 +65,9 @@ class Recipe:
 
     TrainConfig.steps is ignored (the budget sets it). skips: "concat" (the package) or "add";
     loss_weighting: "none" or "min_snr" (gamma min_snr_gamma); t_sampling: "uniform" or
-    "logit_normal"; compile: torch.compile the model in place (compile time counts as training);
+    "logit_normal"; noise: "gaussian" (the package) or "immiscible" (each image gets the batch's
+    nearest noise, recipe_options.assign_noise); compile: torch.compile the model in place (compile
+    time counts as training);
     clip_x0: evaluate with DDIM that clips x0_pred to [-1, 1] (needed by the cosine schedule).
     """
 
@@ -75,6 +77,7 @@ class Recipe:
     loss_weighting: str = "none"
     min_snr_gamma: float = 5.0
     t_sampling: str = "uniform"
+    noise: str = "gaussian"
     schedule: str = "linear"
     compile: bool = False
     clip_x0: bool = False
@@ -126,6 +129,12 @@ RECIPES |= {
     "snr5_batch64_two_blocks": adopted(train={"batch_size": 64}, model={"blocks_per_level": 2}),
     "snr5_batch64_lr4e-3": adopted(train={"batch_size": 64, "lr": 4e-3}),
 }
+# The third study: on top of notebook 03's recipe since the second (batches of 64, two blocks per level).
+RECIPES |= {
+    "snr5_batch64_two_blocks_immiscible": adopted(
+        train={"batch_size": 64}, model={"blocks_per_level": 2}, noise="immiscible"
+    ),
+}
 
 
 def parse_recipe(text: str) -> tuple[str, Recipe]:
@@ -151,6 +160,8 @@ def train_step(state, data, recipe: Recipe, extra_emas: list[EMA]) -> torch.Tens
         x0 = x0.contiguous(memory_format=torch.channels_last)
     t = sample_timesteps(x0.shape[0], schedule.T, recipe.t_sampling, gen, x0.device)
     eps = randn_like(x0, gen)
+    if recipe.noise == "immiscible":
+        eps = assign_noise(x0, eps)
     xt = q_sample(x0, t, schedule, noise=eps)
     with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
         eps_pred = state.model(xt, t)
