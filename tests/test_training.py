@@ -206,39 +206,26 @@ def test_interrupt_inside_a_step_rolls_the_step_back(tmp_path):
     _assert_same_run(full, train(resume_training(tmp_path / "run.pt"), data, progress=False))
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to oneself is POSIX")
-def test_ctrl_c_during_the_update_finishes_the_step_first():
-    """A real SIGINT arriving in optimizer.step is held until the EMA and step counter are updated too."""
-    before = signal.getsignal(signal.SIGINT)
-    state = _start(UNet(TINY), _short_run())
-
-    def send_sigint(optimizer, args, kwargs):
-        if state.step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    state.optimizer.register_step_pre_hook(send_sigint)
-    train(state, _fake_data(), progress=False)
-    assert state.step == 3 and state.ema.num_updates == 3 and len(state.losses) == 3
-    assert signal.getsignal(signal.SIGINT) is before  # the handler was put back
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to oneself is POSIX")
-def test_kill_stops_a_run_like_ctrl_c_once_the_commands_ask_for_it():
-    """After stop_on_sigterm (the command-line tools), a SIGTERM in optimizer.step is held, then stops the run."""
+@pytest.mark.skipif(sys.platform == "win32", reason="signals to oneself are POSIX")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_during_the_update_finishes_the_step_first(signum):
+    """A real SIGINT arriving in optimizer.step is held until the EMA and step counter are updated too; so is
+    a SIGTERM once stop_on_sigterm was called, as the command-line tools do."""
     before = signal.getsignal(signal.SIGTERM)
     try:
-        stop_on_sigterm()
-        handler = signal.getsignal(signal.SIGTERM)
+        if signum == signal.SIGTERM:
+            stop_on_sigterm()
+        handler = signal.getsignal(signum)
         state = _start(UNet(TINY), _short_run())
 
-        def send_sigterm(optimizer, args, kwargs):
+        def send_signal(optimizer, args, kwargs):
             if state.step == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signum)
 
-        state.optimizer.register_step_pre_hook(send_sigterm)
+        state.optimizer.register_step_pre_hook(send_signal)
         train(state, _fake_data(), progress=False)
         assert state.step == 3 and state.ema.num_updates == 3 and len(state.losses) == 3
-        assert signal.getsignal(signal.SIGTERM) is handler  # the handler was put back
+        assert signal.getsignal(signum) is handler  # the handler was put back
     finally:
         signal.signal(signal.SIGTERM, before)
 
