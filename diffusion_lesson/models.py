@@ -87,6 +87,14 @@ def manifest() -> dict:
     return json.loads(MANIFEST_PATH.read_text())
 
 
+def shipped_name(path: str | os.PathLike) -> str | None:
+    """The name of the shipped model whose file ``path`` is (a file in pretrained/), else None."""
+    path = Path(path)
+    if path.parent.resolve() != PRETRAINED_DIR.resolve():
+        return None
+    return next((name for name, entry in manifest().items() if entry["file"] == path.name), None)
+
+
 def pretrained_path(name: str) -> Path:
     """Path of a shipped checkpoint, after checking its sha256 against the manifest."""
     records = manifest()

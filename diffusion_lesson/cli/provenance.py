@@ -65,8 +65,8 @@ def describe_start(path: Path) -> dict:
     made = path.with_suffix(".json")
     record = json.loads(made.read_text()) if made.is_file() else {}
     if path.parent.resolve() == models.PRETRAINED_DIR.resolve():
-        shipped = {entry["file"]: (name, entry) for name, entry in models.manifest().items()}
-        name, record = shipped.get(path.name, (None, {}))
+        name = models.shipped_name(path)
+        record = models.manifest()[name] if name is not None else {}
         record = {"model": name, **{k: v for k, v in record.items() if k not in ("file", "fid", "measured")}}
     return {"file": path.name, **record, "sha256": sha256_of(path)}
 

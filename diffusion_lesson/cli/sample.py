@@ -36,7 +36,7 @@ from diffusion_lesson.data import to_uint8
 from diffusion_lesson.generate import condition_tensor
 from diffusion_lesson.guidance import DEFAULT_GUIDANCE, Guided
 from diffusion_lesson.latent import decode_states
-from diffusion_lesson.models import PRETRAINED_DIR, LoadedModel, load_model, manifest, pretrained_path
+from diffusion_lesson.models import LoadedModel, load_model, pretrained_path, shipped_name
 from diffusion_lesson.runtime import make_generator
 from diffusion_lesson.samplers import VARIANCES, sample_ddim, sample_ddpm
 
@@ -121,10 +121,7 @@ def describe_sampling(args: argparse.Namespace, loaded: LoadedModel, device: tor
 
 def _file_name(path: Path) -> str:
     """A shipped file by its model's name (mnist-unet), any other by its path."""
-    shipped = {entry["file"]: name for name, entry in manifest().items()}
-    if path.parent.resolve() == PRETRAINED_DIR.resolve() and path.name in shipped:
-        return shipped[path.name]
-    return str(path)
+    return shipped_name(path) or str(path)
 
 
 def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
