@@ -171,7 +171,18 @@ def load_course_model(
     description = f"the shipped model: {describe(path, ckpt)}; trained with: {record['command']}"
     if record.get("resumed_with"):  # the last resume set the step count the model reached
         description += f"; resumed with: {record['resumed_with'][-1]}"
+    if earlier := earlier_runs(record):
+        steps = sum(run["steps"] for run in earlier)
+        description += f"; started from the weights of {len(earlier)} earlier run(s), {steps} steps in all (manifest)"
     return load_model(path, device, (kind,), description=description)
+
+
+def earlier_runs(record: dict) -> list[dict]:
+    """The runs a shipped model was fine-tuned from (train --init-from), newest first, from its "started_from" chain."""
+    runs = []
+    while (record := record.get("started_from")) is not None:
+        runs.append(record)
+    return runs
 
 
 class FeatureSpace(NamedTuple):

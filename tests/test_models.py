@@ -23,6 +23,8 @@ def test_every_shipped_model_matches_its_sha256_and_loads_with_its_kind(name):
     assert loaded.kind == models.COURSE_MODELS[name] and not loaded.model.training
     assert "shipped" in loaded.description and record["command"] in loaded.description
     assert all(command in loaded.description for command in record.get("resumed_with", [])[-1:])
+    earlier = models.earlier_runs(record)
+    assert (f"{len(earlier)} earlier run(s)" in loaded.description) == bool(earlier)
     assert (loaded.schedule is not None) == (loaded.kind in ("unet", "latent-unet"))
     assert (loaded.autoencoder is not None) == (loaded.kind == "latent-unet")
 
@@ -107,3 +109,9 @@ def test_loaded_models_run_on_their_inputs():
     loaded = models.load_course_model("mnist-unet", prefer_own=False)
     x = torch.zeros(2, 1, 28, 28)
     assert loaded.model(x, torch.tensor([0, 999])).shape == x.shape
+
+
+def test_earlier_runs_follow_the_started_from_chain_newest_first():
+    record = {"steps": 5, "started_from": {"steps": 3, "file": "b.pt", "started_from": {"steps": 2, "file": "a.pt"}}}
+    assert [run["file"] for run in models.earlier_runs(record)] == ["b.pt", "a.pt"]
+    assert models.earlier_runs({"steps": 5}) == []
