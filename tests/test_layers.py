@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "diffusion_lesson"
 LAYERS = {
     "base": {"settings", "schedules", "forward", "data", "runtime", "timing", "interrupts", "checkpoints", "toy"},
     "chapters": {"unet", "losses", "training", "samplers", "autoencoder", "latent", "classifier", "metrics", "costs",
-                 "plotting", "widgets", "prompts", "text", "guidance",
+                 "plotting", "widgets", "prompts", "text", "guidance", "class_mix",
                  "checking", "checkers"},
     "models": {"models", "generate"},
     "commands": {"train", "sample", "fid", "ship", "exercises"},

@@ -7,6 +7,8 @@ Features come from the shipped classifier, so numbers are comparable across runs
 file's ``made_by`` record ("DDIM-50, eta 0, seed 0, N 1000"), and only if the shipped MODEL's file
 made the digits; the real floor (--real-train) is recorded under mnist-classifier, whose features it
 measures.
+--class-mix also reads the digits' class mix and scores real training digits drawn with that mix and
+with the test set's: the part of FID a sample's mix of digits explains (diffusion_lesson.class_mix).
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffusion_lesson.class_mix import class_mix_floor
 from diffusion_lesson.cli.args import add_device_flag, device_from, positive_int, run
 from diffusion_lesson.cli.provenance import check_made_by, record_fid, sampling_label
 from diffusion_lesson.data import DataNotFoundError, load_mnist, to_uint8
 from diffusion_lesson.metrics import check_image_array
-from diffusion_lesson.models import course_fid
+from diffusion_lesson.models import course_feature_space, course_fid
 
 FLOOR_MODEL = "mnist-classifier"  # the real floor belongs to the features it is measured in
+CLASS_MIX_DRAWS = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("file", nargs="?", type=Path, help=".npz with images: uint8 (N, 28, 28)")
     source.add_argument("--real-train", type=positive_int, metavar="N", help="score N real training digits instead")
-    parser.add_argument("--seed", type=int, default=0, help="which N training digits with --real-train")
+    parser.add_argument("--seed", type=int, default=0, help="which training digits --real-train and --class-mix draw")
+    parser.add_argument("--class-mix", action="store_true", help="also score real digits drawn with the sample's "
+                        "class mix and with the test set's (5 draws each)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_device_flag(parser)
     parser.add_argument("--record", metavar="MODEL", help="also store the result in the manifest of this shipped "
@@ -52,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             images, name = check_image_array(load_images(args.file)), str(args.file)
         label, made_by = record_label(args) if args.record is not None else (None, None)
         result = {"file": name, **course_fid(images, device)}
+        if args.class_mix:
+            result["class_mix"] = class_mix_result(images, device, args.seed)
         if args.record is not None:
             stored = {k: v for k, v in result.items() if k != "file"}
             record_fid(args.record, label, stored if made_by is None else {**stored, "made_by": made_by})
@@ -63,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"N = {result['n']} digits from {name}, against the {result['reference']}; {result['features']}")
         print(f"FID: {result['fid']:.4f}")
         print(f"KID: {result['kid']:.6f} +- {result['kid_std_error']:.6f}")
+        if args.class_mix:
+            print(describe_class_mix(result["class_mix"]))
     if args.record is not None:
         print(f"recorded in the manifest under {args.record}: {label!r}")
     return 0
@@ -78,6 +88,30 @@ def record_label(args: argparse.Namespace) -> tuple[str, dict | None]:
     made_by = load_made_by(args.file)
     check_made_by(args.record, made_by, str(args.file))
     return sampling_label(made_by), made_by
+
+
+def class_mix_result(images: np.ndarray, device: torch.device, seed: int) -> dict:
+    """The class mix the classifier reads in ``images`` and the FIDs of real digits drawn with it, as plain lists."""
+    space = course_feature_space(device)
+    generator = torch.Generator().manual_seed(seed)
+    train, test_labels = load_mnist("train"), load_mnist("test").labels
+    floor = class_mix_floor(images, space.classifier, space.reference, train, test_labels, CLASS_MIX_DRAWS, generator)
+    return {"counts": floor.counts.tolist(), "test_counts": floor.test_counts.tolist(),
+            "fids": floor.fids.tolist(), "test_mix_fids": floor.test_mix_fids.tolist()}  # fmt: skip
+
+
+def describe_class_mix(mix: dict) -> str:
+    """Lines that print the class mix and the two floors of --class-mix."""
+
+    def spread(fids: list[float]) -> str:
+        return f"FID {np.mean(fids):.4f} (mean of {len(fids)} draws, {min(fids):.4f} to {max(fids):.4f})"
+
+    return "\n".join([
+        "class mix (digits 0-9 as the classifier reads them): " + " ".join(map(str, mix["counts"])),
+        "the test set's mix at this N:                        " + " ".join(map(str, mix["test_counts"])),
+        f"real training digits with the sample's mix: {spread(mix['fids'])}",
+        f"real training digits with the test set's mix: {spread(mix['test_mix_fids'])}",
+    ])  # fmt: skip
 
 
 def real_training_digits(n: int, seed: int) -> tuple[np.ndarray, str]:
