@@ -21,7 +21,7 @@ from torch import Tensor
 from diffusion_lesson.classifier import MnistClassifier
 from diffusion_lesson.data import LabeledImages, to_uint8, to_unit_range
 from diffusion_lesson.guidance import classify
-from diffusion_lesson.metrics import check_image_array, evaluate
+from diffusion_lesson.metrics import FeatureStats, check_image_array, digit_features, feature_stats, frechet_distance
 
 DIGITS = 10
 
@@ -69,6 +69,26 @@ def draw_by_class(labels: Tensor, counts: Tensor, generator: torch.Generator | N
     return torch.cat(picks)
 
 
+def floor_at_mix(
+    counts: Tensor,
+    classifier: MnistClassifier,
+    reference: FeatureStats,
+    train: LabeledImages,
+    draws: int = 5,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """FID against ``reference`` of real ``train`` digits drawn with ``counts`` (10,) of each digit: (draws,) float64.
+
+    Any N from 2 up is scored (below 129, the feature dimension, the covariance is rank-deficient and
+    FID far above its large-N value, as for any sample that small).
+    """
+    scores = []
+    for _ in range(draws):
+        real = to_uint8(train.images[draw_by_class(train.labels, counts, generator), 0]).numpy()  # (N, 28, 28)
+        scores.append(frechet_distance(feature_stats(digit_features(real, classifier)), reference))
+    return torch.tensor(scores, dtype=torch.float64)
+
+
 def class_mix_floor(
     images: np.ndarray,
     classifier: MnistClassifier,
@@ -78,18 +98,14 @@ def class_mix_floor(
     draws: int = 5,
     generator: torch.Generator | None = None,
 ) -> ClassMixFloor:
-    """FID against ``reference`` (the test set's features) of real ``train`` digits drawn with the class mix
-    the classifier reads in uint8 ``images`` (N, 28, 28), and with the mix of ``test_labels`` at the same N,
-    each over ``draws`` random draws."""
-    check_image_array(images)
-    counts = count_digits(classifier, images)
-    test_counts = counts_like(test_labels, images.shape[0])
-
-    def fids(mix: Tensor) -> Tensor:
-        scores = []
-        for _ in range(draws):
-            real = to_uint8(train.images[draw_by_class(train.labels, mix, generator), 0]).numpy()
-            scores.append(evaluate(real, classifier, reference)["fid"])
-        return torch.tensor(scores, dtype=torch.float64)
-
-    return ClassMixFloor(counts, test_counts, fids(counts), fids(test_counts))
+    """The mix the classifier reads in uint8 ``images`` (N, 28, 28), and ``floor_at_mix`` at that mix and at the
+    mix of ``test_labels`` scaled to N; ``reference``: the test set's features (M, 128)."""
+    check_image_array(images, min_count=2)
+    counts, test_counts = count_digits(classifier, images), counts_like(test_labels, images.shape[0])
+    stats = feature_stats(reference)
+    return ClassMixFloor(
+        counts,
+        test_counts,
+        floor_at_mix(counts, classifier, stats, train, draws, generator),
+        floor_at_mix(test_counts, classifier, stats, train, draws, generator),
+    )

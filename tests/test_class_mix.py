@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from diffusion_lesson import metrics, models
-from diffusion_lesson.class_mix import class_mix_floor, count_digits, counts_like, draw_by_class
+from diffusion_lesson.class_mix import class_mix_floor, count_digits, counts_like, draw_by_class, floor_at_mix
 from diffusion_lesson.cli import fid
 from diffusion_lesson.data import DATA_ENV_VAR, data_root, load_mnist, to_uint8
+from diffusion_lesson.metrics import feature_stats
 
 needs_mnist = pytest.mark.skipif(
     not (data_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file(), reason=f"MNIST not under {DATA_ENV_VAR}"
@@ -90,3 +91,12 @@ def test_the_command_prints_the_mix_and_both_floors(cache, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "class mix (digits 0-9 as the classifier reads them): " + " ".join(map(str, mix["counts"])) in text
     assert f"with the sample's mix: FID {np.mean(mix['fids']):.4f} (mean of 5 draws" in text
+
+
+@needs_mnist
+def test_floor_at_mix_scores_samples_smaller_than_the_feature_dimension(cache):
+    """Notebook 06's quick mode scores 32 digits a row: the floor must be finite there too, if far above N = 1,000's."""
+    space, train = models.course_feature_space(), load_mnist("train")
+    counts = torch.tensor([3, 4, 3, 3, 3, 3, 3, 3, 3, 4])
+    fids = floor_at_mix(counts, space.classifier, feature_stats(space.reference), train, 2, torch.Generator())
+    assert fids.shape == (2,) and bool(torch.isfinite(fids).all()) and float(fids.min()) > 1
