@@ -113,11 +113,12 @@ def shipped_samples(path, *flags):
 def test_record_stores_the_result_under_a_label_read_from_the_samples_file(cache, tmp_path, manifest_copy, capsys):
     path = shipped_samples(tmp_path / "x.npz", "--clip-x0")
     capsys.readouterr()
-    assert fid.main([str(path), "--record", "mnist-unet"]) == 0
+    assert fid.main([str(path), "--record", "mnist-unet", "--class-mix"]) == 0
     label = "DDIM-2, eta 0, x0 clipped, seed 0, N 130"
-    assert f"recorded in the manifest under mnist-unet: {label!r}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"recorded in the manifest under mnist-unet: {label!r}" in out and "class mix (digits 0-9" in out
     stored = json.loads(manifest_copy.read_text())["mnist-unet"]["fid"][label]
-    assert stored["n"] == 130 and stored["fid"] > 0 and "file" not in stored
+    assert stored["n"] == 130 and stored["fid"] > 0 and not {"file", "class_mix"} & stored.keys()  # FID only
     assert stored["classifier_sha256"] == models.manifest()["mnist-classifier"]["sha256"][:16]
     assert stored["made_by"]["sha256"] == models.manifest()["mnist-unet"]["sha256"]
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.class_mix:
             result["class_mix"] = class_mix_result(images, device, args.seed)
         if args.record is not None:
-            stored = {k: v for k, v in result.items() if k != "file"}
+            stored = {k: v for k, v in result.items() if k not in ("file", "class_mix")}  # the manifest keeps FID
             record_fid(args.record, label, stored if made_by is None else {**stored, "made_by": made_by})
     except (ValueError, DataNotFoundError) as err:
         parser.error(str(err))
