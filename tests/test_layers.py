@@ -2,7 +2,7 @@
 
     commands   cli/*, train, sample, fid, ship, exercises    argument parsing, provenance, the maintainer's tools
     models     models, generate                    "your own run, else the shipped one", any checkpoint by kind
-    chapters   unet, losses, training, samplers, autoencoder, latent, classifier, metrics, costs,
+    chapters   unet, losses, training, samplers, autoencoder, latent, classifier, metrics, class_mix, costs,
                plotting, widgets, prompts, text, guidance, checking, checkers       one concept each
     base       settings, schedules, forward, data, runtime, timing, interrupts, checkpoints, toy
 
