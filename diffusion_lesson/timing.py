@@ -61,3 +61,42 @@ def best_of(
                 fn()
             times[name].append(clock.seconds)
     return {name: min(values) for name, values in times.items()}
+
+
+class StepBudget:
+    """How many steps fit in a wall-clock budget, measured on the run itself (``train(budget_s=...)``).
+
+    Steps per second are measured from the run's own steps since ``skip`` steps after its start
+    (the first ones pay start-up costs), so callbacks and checkpoint writes are counted; ``last_step``
+    asks again every ``every`` steps, so a change in the machine's load moves the end a little. Once
+    the budget is spent the answer is the current step: the run stops after at most one more step.
+    """
+
+    def __init__(
+        self, seconds: float, first_step: int, skip: int = 3, every: int = 20, clock: Callable[[], float] | None = None
+    ) -> None:
+        if not seconds > 0:
+            raise ValueError(f"a time budget must be a positive number of seconds, got {seconds}")
+        self.seconds, self.first_step, self.skip, self.every = seconds, first_step, skip, every
+        self.clock = clock or time.perf_counter
+        self.started = self.clock()
+        self.timed_from: tuple[int, float] | None = None  # (step, time) where the measured stretch begins
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def last_step(self, step: int, device: torch.device | str = "cpu") -> int | None:
+        """The step to end at, given that ``step`` steps are done; None while there is nothing to measure yet."""
+        done = step - self.first_step
+        if done == self.skip:
+            synchronize(device)
+            self.timed_from = (step, self.clock())
+        if self.timed_from is None or done < self.skip + self.every or (done - self.skip) % self.every:
+            return None
+        synchronize(device)
+        elapsed = self.elapsed()
+        if elapsed >= self.seconds:
+            return step
+        timed_step, timed_at = self.timed_from
+        rate = (step - timed_step) / max(self.clock() - timed_at, 1e-9)
+        return max(step + 1, step + int(rate * (self.seconds - elapsed)))

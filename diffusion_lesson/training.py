@@ -20,7 +20,7 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -32,6 +32,7 @@ from diffusion_lesson.data import LabeledImages, random_batch
 from diffusion_lesson.interrupts import interrupts_deferred
 from diffusion_lesson.runtime import make_generator
 from diffusion_lesson.settings import Settings
+from diffusion_lesson.timing import StepBudget
 
 
 @dataclass(frozen=True)
@@ -260,15 +261,22 @@ def train(
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     progress: bool = True,
+    budget_s: float | None = None,
 ) -> TrainState:
     """Train until state.step == config.steps; returns the state (also after Ctrl-C).
 
     data: the whole training set on the model's device. ``callback(state)`` runs every
     ``callback_every`` steps (e.g. to redraw the loss curve); raising KeyboardInterrupt in it stops
     training like Ctrl-C does. With ``checkpoint_path`` the run is saved every ``checkpoint_every``
-    steps and when it stops.
+    steps and when it stops. ``budget_s``: train for that many seconds of wall-clock time instead:
+    config.steps is ignored and set, from this machine's measured speed (``StepBudget``), to the
+    step at which the time runs out, so the learning rate's decay ends with it.
     """
     state.model.train()
+    budget = None
+    if budget_s is not None:
+        budget = StepBudget(budget_s, state.step)
+        state.config = replace(state.config, steps=state.step + _UNTIL_MEASURED)
     bar = tqdm(total=state.config.steps, initial=state.step, disable=not progress, desc=f"training {state.kind}")
     pending: list[Tensor] = []  # losses not yet copied to the host: one sync per log, not per step
     try:
@@ -279,6 +287,9 @@ def train(
                 update_step(state)
                 pending.append(loss)
             bar.update(1)
+            if budget is not None and (end := budget.last_step(state.step, state.generator.device)) is not None:
+                state.config = replace(state.config, steps=end)
+                bar.total = end
             if state.step % callback_every == 0 or state.step == state.config.steps:
                 _flush_losses(state, pending, bar)
                 if callback is not None:
@@ -294,6 +305,9 @@ def train(
     if checkpoint_path is not None:
         save_training(state, checkpoint_path)
     return state
+
+
+_UNTIL_MEASURED = 10**9  # a budgeted run's provisional length: no decay until its speed is measured
 
 
 def _flush_losses(state: TrainState, pending: list[Tensor], bar) -> None:
