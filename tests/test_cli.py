@@ -19,6 +19,7 @@ from diffusion_lesson.cli import finish
 from diffusion_lesson.cli import sample as sample_cli
 from diffusion_lesson.cli import train as train_cli
 from diffusion_lesson.data import DATA_ENV_VAR, LabeledImages, data_root, load_mnist
+from diffusion_lesson.runtime import bf16_pays
 from diffusion_lesson.unet import UNetConfig
 
 needs_mnist = pytest.mark.skipif(
@@ -44,6 +45,30 @@ def test_train_writes_checkpoint_and_sidecar(tiny_run):
     assert record["wall_time_s"] > 0 and record["device"].startswith("cpu")
     notebook = _notebook_parameters("03_training.ipynb")  # the U-Net that notebook 03 builds, by default
     assert load_checkpoint(tiny_run).model_config["blocks_per_level"] == notebook["BLOCKS_PER_LEVEL"]
+
+
+@needs_mnist
+def test_train_for_minutes_fits_the_steps_to_the_time(tmp_path, capsys):
+    out = tmp_path / "timed.pt"
+    start = time.perf_counter()
+    assert train_cli.main(["--minutes", "0.05", "--out", str(out), *TINY]) == 0  # 3 seconds of training
+    seconds = time.perf_counter() - start
+    assert "as many steps as fit in 0.05 minutes" in capsys.readouterr().out
+    saved = load_checkpoint(out)
+    assert saved.step > 20 and saved.train_config["steps"] == saved.step  # measured, then ended where it said
+    assert seconds < 60, f"3 s of training took {seconds:.0f} s in all"
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(["--minutes", "1", "--steps", "10", "--out", str(tmp_path / "both.pt"), *TINY])
+    assert info.value.code == 2 and "give --steps or --minutes, not both" in capsys.readouterr().err
+
+
+def test_bf16_is_on_for_a_new_pixel_run_where_it_pays_and_the_flags_decide_otherwise():
+    def bf16(*argv: str) -> bool:
+        return train_cli._loop_config(train_cli.build_parser().parse_args(list(argv)), "cpu").bf16_autocast
+
+    assert bf16() == bf16_pays("cpu")  # this machine's answer: on with bf16 instructions, off without
+    assert (bf16("--bf16"), bf16("--no-bf16")) == (True, False)
+    assert bf16("--model", "latent") is False  # measured on the pixel run only
 
 
 @needs_mnist
@@ -372,7 +397,8 @@ def test_the_train_command_defaults_to_notebook_03s_run():
     nb = _notebook_parameters("03_training.ipynb")
     args = train_cli.build_parser().parse_args([])
     loop = train_cli._loop_config(args)  # --model pixel, nothing given
-    assert (loop.steps, loop.batch_size) == (nb["TRAIN_STEPS"], nb["BATCH_SIZE"])
+    assert (train_cli._minutes(args), nb["TRAIN_STEPS"]) == (nb["TRAIN_MINUTES"], None)  # a time, not a step count
+    assert loop.batch_size == nb["BATCH_SIZE"]
     assert (loop.lr, loop.seed) == (nb["LR"], nb["SEED"])
     assert (args.min_snr_gamma, args.schedule) == (nb["MIN_SNR_GAMMA"], nb["SCHEDULE"])
     assert (args.base_channels or UNetConfig().base_channels) == nb["BASE_CHANNELS"]

@@ -6,6 +6,7 @@ import torch
 from diffusion_lesson.runtime import (
     DEVICE_ENV_VAR,
     QUICK_ENV_VAR,
+    bf16_pays,
     get_device,
     make_generator,
     quick_mode,
@@ -51,3 +52,13 @@ def test_quick_mode_rejects_unknown_values(monkeypatch):
     monkeypatch.setenv(QUICK_ENV_VAR, "fast")
     with pytest.raises(ValueError, match="DIFFUSION_LESSON_QUICK='fast'"):
         quick_mode()
+
+
+def test_bf16_pays_only_on_a_cpu_with_bf16_instructions(monkeypatch):
+    assert not bf16_pays("cuda") and not bf16_pays("mps")  # not measured there: off
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert bf16_pays("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert not bf16_pays("cpu")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the (private) query: off
+    assert not bf16_pays("cpu")

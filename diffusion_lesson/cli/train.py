@@ -42,6 +42,7 @@ from diffusion_lesson.latent import LATENT_BASE_CHANNELS, encode_dataset, latent
 from diffusion_lesson.losses import DiffusionObjective
 from diffusion_lesson.models import load_course_model, load_model, manifest, pretrained_path, resume_training, runs_dir
 from diffusion_lesson.prompts import caption_codes, measure_attributes
+from diffusion_lesson.runtime import bf16_pays
 from diffusion_lesson.schedules import SCHEDULE_NAMES, make_schedule
 from diffusion_lesson.text import VOCABULARY
 from diffusion_lesson.training import TrainConfig, TrainState, start_from_weights, start_training, train
@@ -53,13 +54,15 @@ KIND = {"pixel": "unet", "latent": "latent-unet", "text": "latent-unet", "autoen
 # Loop settings that differ from TrainConfig's defaults, per model. pixel is notebook 03's run: batches
 # of 64 beat 128 at equal CPU time (README, Time to quality); the latent and text runs keep 128.
 LOOP_DEFAULTS = {
-    "pixel": {"steps": 3200, "batch_size": 64},
+    "pixel": {"batch_size": 64},  # and no step count: DEFAULT_MINUTES
     "latent": {},
     "text": {},
     "autoencoder": {"steps": 2000, "warmup_steps": 100, "decay_lr": False, "grad_clip": 0.0},
     "classifier": {"steps": 1500, "lr": 3e-3, "warmup_steps": 450, "weight_decay": 1e-4, "grad_clip": 0.0,
                    "ema_decay": 0.0},
 }  # fmt: skip
+# A fresh pixel run with neither --steps nor --minutes trains for notebook 03's TRAIN_MINUTES.
+DEFAULT_MINUTES = {"pixel": 8.0}
 # Residual blocks per level: the pixel U-Net has two (with batches of 64 the best recipe measured, README's
 # second study); the latent and text U-Nets keep UNetConfig's one.
 BLOCKS_PER_LEVEL = {"pixel": 2, "latent": 1, "text": 1}
@@ -71,13 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=tuple(DATASET_FOLDERS), default="mnist", help="default: %(default)s")
     parser.add_argument("--autoencoder", type=Path, default=None, help="--model latent, text: autoencoder checkpoint")
     loop = parser.add_argument_group("the loop (defaults depend on --model; pixel: notebook 03's)")
-    loop.add_argument("--steps", type=positive_int, help="total optimizer steps; " + _defaults("steps"))
+    steps_default = _defaults("steps", skip=DEFAULT_MINUTES)
+    loop.add_argument("--steps", type=positive_int, help=f"total optimizer steps; {steps_default}")
+    loop.add_argument(
+        "--minutes",
+        type=positive_float,
+        help="train for this long instead of a number of steps: the steps that fit are measured on this machine "
+        "and the learning rate decays over them (default for a new pixel run: 8, notebook 03's)",
+    )
     loop.add_argument("--batch-size", type=positive_int, help=_defaults("batch_size"))
     loop.add_argument("--lr", type=positive_float, help="peak learning rate; " + _defaults("lr"))
     loop.add_argument("--warmup-steps", type=int, help=_defaults("warmup_steps"))
     loop.add_argument("--ema-decay", type=fraction, help=_defaults("ema_decay"))
     loop.add_argument("--seed", type=int, help=_defaults("seed"))
-    loop.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    loop.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        help="bf16 autocast (default for a new pixel run: on where it was measured to pay, a CPU with bf16 "
+        "instructions; otherwise off)",
+    )
     loop.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     net = parser.add_argument_group("the network and its loss")
     net.add_argument("--schedule", choices=SCHEDULE_NAMES, default="linear", help="diffusion models (default: linear)")
@@ -111,9 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _defaults(name: str) -> str:
-    """'default: 2400 (pixel, latent), 2000 (autoencoder), ...' for a TrainConfig field."""
-    return _by_value({model: LOOP_DEFAULTS[model].get(name, getattr(TrainConfig(), name)) for model in MODELS})
+def _defaults(name: str, skip: tuple | dict = ()) -> str:
+    """'default: 2400 (pixel, latent), 2000 (autoencoder), ...' for a TrainConfig field (models in skip left out)."""
+    return _by_value(
+        {model: LOOP_DEFAULTS[model].get(name, getattr(TrainConfig(), name)) for model in MODELS if model not in skip}
+    )
 
 
 def _by_value(per_model: dict[str, object]) -> str:
@@ -136,11 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         state, data = _resumed(args, out, device) if args.resume else _fresh(args, device, start_file)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         parser.error(str(err))
+    minutes = _minutes(args)
+    until = f"as many steps as fit in {minutes:g} minutes" if minutes else f"step {state.config.steps}"
     print(f"training {args.model} on {device}: {sum(p.numel() for p in state.model.parameters()):,} parameters, "
-          f"step {state.step} -> {state.config.steps}, checkpoint {out}")  # fmt: skip
+          f"step {state.step} -> {until}, checkpoint {out}")  # fmt: skip
     start = time.perf_counter()
     try:
-        train(state, data, checkpoint_path=out, checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+        train(state, data, checkpoint_path=out, checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+              budget_s=60 * minutes if minutes else None)  # fmt: skip
         seconds = time.perf_counter() - start
         summary = finish_run(state, data, out, args.dataset)
         write_sidecar(
@@ -155,6 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"done: {state.step} steps in {seconds:.0f} s; {summary}; saved {out}")
     return 0
+
+
+def _minutes(args: argparse.Namespace) -> float | None:
+    """The time budget: --minutes, or for a new run given no --steps its model's default (pixel: 8)."""
+    if args.minutes is not None or args.steps is not None or args.resume:
+        return args.minutes
+    return DEFAULT_MINUTES.get(args.model)
 
 
 def default_file_name(args: argparse.Namespace) -> str:
@@ -180,20 +207,23 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, out:
         given.append("--init-from")
     if args.model in ("autoencoder", "classifier") and given:
         parser.error(f"{', '.join(given)}: U-Nets only (--model pixel, latent or text), not --model {args.model}")
+    if args.steps is not None and args.minutes is not None:
+        parser.error("give --steps or --minutes, not both: a run ends after a number of steps or after a time")
     if args.warmup_steps is not None and args.warmup_steps < 0:
         parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     check_new_output(parser, out, args.resume, args.overwrite)
 
 
-def _loop_config(args: argparse.Namespace) -> TrainConfig:
+def _loop_config(args: argparse.Namespace, device: torch.device | str = "cpu") -> TrainConfig:
     given = {name: getattr(args, name) for name in ("steps", "batch_size", "lr", "warmup_steps", "ema_decay", "seed")}
-    flags = {"bf16_autocast": args.bf16, "channels_last": args.channels_last}
+    bf16 = args.bf16 if args.bf16 is not None else args.model == "pixel" and bf16_pays(device)
+    flags = {"bf16_autocast": bf16, "channels_last": args.channels_last}
     return TrainConfig(**{**LOOP_DEFAULTS[args.model], **{k: v for k, v in given.items() if v is not None}, **flags})
 
 
 def _fresh(args: argparse.Namespace, device: torch.device, start_file: Path | None):
     """A new run of args.model and the data it trains on (latents for --model latent)."""
-    config, data = _loop_config(args), load_mnist("train", device=device, dataset=args.dataset)
+    config, data = _loop_config(args, device), load_mnist("train", device=device, dataset=args.dataset)
     torch.manual_seed(config.seed)  # the weight initialisation: --seed fixes it too
     if args.model == "autoencoder":
         model = Autoencoder(AutoencoderConfig(latent_channels=args.latent_channels))
@@ -273,7 +303,8 @@ def _resumed(args: argparse.Namespace, out: Path, device: torch.device) -> tuple
     if flag != args.model:
         raise ValueError(f"{out} holds a {saved.kind} run; resume it with --model {flag}")
     config = TrainConfig.from_dict(saved.train_config)
-    state = resume_training(out, device, replace(config, steps=args.steps or config.steps))
+    bf16 = config.bf16_autocast if args.bf16 is None else args.bf16  # a speed option: it may change
+    state = resume_training(out, device, replace(config, steps=args.steps or config.steps, bf16_autocast=bf16))
     _check_unchanged(args, out, saved.model_config, saved.train_config)
     data = load_mnist("train", device=device, dataset=args.dataset)
     if saved.kind == "latent-unet":
