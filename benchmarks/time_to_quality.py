@@ -136,6 +136,15 @@ RECIPES |= {
     ),
 }
 
+# The fourth study, on a faster 2-core CPU with bf16 instructions: a third block per level at equal CPU
+# seconds, then bf16 autocast against float32 over notebook 03's 8 minutes (wall clock, two threads).
+RECIPES |= {
+    "snr5_batch64_three_blocks": adopted(train={"batch_size": 64}, model={"blocks_per_level": 3}),
+    "snr5_batch64_two_blocks_bf16": adopted(
+        train={"batch_size": 64, "bf16_autocast": True}, model={"blocks_per_level": 2}
+    ),
+}
+
 
 def parse_recipe(text: str) -> tuple[str, Recipe]:
     """A preset name, or name=JSON of Recipe fields for a one-off (e.g. 'x={"train": {"lr": 1e-3}}')."""

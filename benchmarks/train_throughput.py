@@ -1,4 +1,4 @@
-"""Training throughput (images/second) of the default U-Net, with and without each speed option.
+"""Training throughput (images/second) of notebook 03's U-Net, with and without each speed option.
 
 Runs the package's own train_step (simple loss, backward, clipping, AdamW, EMA) on random images
 of MNIST's shape, so no data set is needed. Each row is the best of --repeats timings: on a shared
@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import torch
 
-from diffusion_lesson.cli.train import LOOP_DEFAULTS
+from diffusion_lesson.cli.train import BLOCKS_PER_LEVEL, LOOP_DEFAULTS
 from diffusion_lesson.data import LabeledImages
 from diffusion_lesson.losses import DiffusionObjective
 from diffusion_lesson.runtime import get_device
@@ -91,6 +91,12 @@ def main() -> None:
         default=LOOP_DEFAULTS["pixel"]["batch_size"],
         help="default: %(default)s (notebook 03's)",
     )
+    parser.add_argument(
+        "--blocks-per-level",
+        type=int,
+        default=BLOCKS_PER_LEVEL["pixel"],
+        help="residual blocks per level (default: %(default)s, notebook 03's)",
+    )
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile needs more)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per row; the best is shown")
@@ -98,7 +104,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = get_device(args.device)
-    model_config, base = UNetConfig(), replace(TrainConfig(), batch_size=args.batch_size)
+    model_config = UNetConfig(blocks_per_level=args.blocks_per_level)
+    base = replace(TrainConfig(), batch_size=args.batch_size)
     default_threads = torch.get_num_threads()
     params = sum(p.numel() for p in UNet(model_config).parameters())
     print(f"device {device}, torch {torch.__version__}, {default_threads} threads, U-Net {params / 1e6:.2f}M params")
