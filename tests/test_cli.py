@@ -399,6 +399,7 @@ def test_the_train_command_defaults_to_notebook_03s_run():
     loop = train_cli._loop_config(args)  # --model pixel, nothing given
     assert (train_cli._minutes(args), nb["TRAIN_STEPS"]) == (nb["TRAIN_MINUTES"], None)  # a time, not a step count
     assert loop.batch_size == nb["BATCH_SIZE"]
+    assert (args.bf16, nb["BF16"]) == (None, None)  # both: bf16 autocast where it pays (runtime.bf16_pays)
     assert (loop.lr, loop.seed) == (nb["LR"], nb["SEED"])
     assert (args.min_snr_gamma, args.schedule) == (nb["MIN_SNR_GAMMA"], nb["SCHEDULE"])
     assert (args.base_channels or UNetConfig().base_channels) == nb["BASE_CHANNELS"]

@@ -154,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         parser.error(str(err))
     minutes = _minutes(args)
-    until = f"as many steps as fit in {minutes:g} minutes" if minutes else f"step {state.config.steps}"
+    until = (
+        f"as many steps as fit in {minutes:g} minute{'' if minutes == 1 else 's'}"
+        if minutes
+        else f"step {state.config.steps}"
+    )
     print(f"training {args.model} on {device}: {sum(p.numel() for p in state.model.parameters()):,} parameters, "
           f"step {state.step} -> {until}, checkpoint {out}")  # fmt: skip
     start = time.perf_counter()
