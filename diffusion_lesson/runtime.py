@@ -71,8 +71,8 @@ def bf16_pays(device: torch.device | str) -> bool:
     """Whether bf16 autocast was measured to speed training up on a device like this one.
 
     Only CPUs were measured (README, Time to quality): on one with AVX-512 bf16 instructions notebook
-    03's run did 1.3 times the steps in the same minutes and ended at a lower FID; on one without them
-    autocast only adds conversions (0.3-0.6 times the speed). GPUs were not measured, so: no.
+    03's run did 1.3 times the steps in the same minutes, with the same FID at equal steps; on one
+    without them autocast only adds conversions (0.3-0.6 times the speed). GPUs were not measured, so: no.
     """
     if torch.device(device).type != "cpu":
         return False
