@@ -2,8 +2,12 @@
 clock, then a real run that must stop in time with its learning rate decayed."""
 
 import time
+from pathlib import Path
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from diffusion_lesson.losses import DiffusionObjective
 from diffusion_lesson.schedules import make_schedule
@@ -72,3 +76,14 @@ def test_a_budgeted_run_stops_in_time_with_its_learning_rate_decayed():
     assert state.step > 30  # the tiny model does hundreds of steps a second: far more than config's 5
     assert state.config.steps == state.step  # the checkpoint records where the run ended
     assert lr_at(state.step - 1, state.config) < 0.05 * config.lr  # the cosine decay ended with the time
+
+
+def test_notebook_03_asks_for_a_time_or_a_step_count(monkeypatch, tmp_path):
+    """TRAIN_MINUTES = None with no TRAIN_STEPS is refused before any data is loaded, saying what to set."""
+    monkeypatch.setenv("DIFFUSION_LESSON_QUICK", "0")  # quick mode would set TRAIN_STEPS itself
+    monkeypatch.setenv("DIFFUSION_LESSON_RUNS", str(tmp_path))
+    notebook = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "03_training.ipynb", as_version=4)
+    notebook.cells = notebook.cells[:4]  # title, imports, parameters, setup
+    notebook.cells[2].source += "\nTRAIN_MINUTES = None"
+    with pytest.raises(CellExecutionError, match="set it to how many minutes to train, or set TRAIN_STEPS"):
+        NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
