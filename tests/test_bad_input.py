@@ -160,6 +160,9 @@ ROWS = [
     Row("a negative training batch size", train("--batch-size", "-1"),
         "argument --batch-size: must be a positive integer, got -1"),
     Row("an infinite learning rate", train("--lr", "inf"), "argument --lr: must be a finite number > 0, got inf"),
+    Row("0 training minutes", train("--minutes", "0"), "argument --minutes: must be a number > 0, got 0"),
+    Row("a training time and a step count", train("--minutes", "1", "--steps", "10"),
+        "give --steps or --minutes, not both"),
     Row("0 real digits for FID", fid("--real-train", "0"), "argument --real-train: must be a positive integer, got 0"),
     # devices
     Row("an unknown device", sample("--device", "gpu"), "unknown device 'gpu'; use 'cpu', 'cuda', 'cuda:N' or 'mps'"),
