@@ -82,9 +82,6 @@ class StepBudget:
         self.started = self.clock()
         self.timed_from: tuple[int, float] | None = None  # (step, time) where the measured stretch begins
 
-    def elapsed(self) -> float:
-        return self.clock() - self.started
-
     def last_step(self, step: int, device: torch.device | str = "cpu") -> int | None:
         """The step to end at, given that ``step`` steps are done; None while there is nothing to measure yet."""
         done = step - self.first_step
@@ -94,9 +91,9 @@ class StepBudget:
         if self.timed_from is None or done < self.skip + self.every or (done - self.skip) % self.every:
             return None
         synchronize(device)
-        elapsed = self.elapsed()
-        if elapsed >= self.seconds:
+        now = self.clock()
+        if now - self.started >= self.seconds:
             return step
         timed_step, timed_at = self.timed_from
-        rate = (step - timed_step) / max(self.clock() - timed_at, 1e-9)
-        return max(step + 1, step + int(rate * (self.seconds - elapsed)))
+        rate = (step - timed_step) / max(now - timed_at, 1e-9)
+        return max(step + 1, step + int(rate * (self.seconds - (now - self.started))))
