@@ -4,8 +4,9 @@ Shipping a model (python -m diffusion_lesson.ship) drops the FIDs recorded for t
 reads the README's table "FID of the shipped models", and for each row of --model runs the README's own
 commands: `python -m diffusion_lesson.sample` (one thread per job, --jobs at a time, the dearest first),
 then `python -m diffusion_lesson.fid FILE --record MODEL`, one at a time so that no two write the manifest
-at once. --extra-seeds samples the unclipped N = 1,000 DDIM rows again with other seeds and scores them without
-recording (the README quotes them beside the table). Example:
+at once. --only and --skip choose rows by their label (to run the dearest on its own). --extra-seeds
+samples the unclipped N = 1,000 DDIM rows again with other seeds and scores them without recording (the
+README quotes them beside the table). Example:
 
     export DIFFUSION_LESSON_DATA=/path/to/data
     python benchmarks/record_shipped_fid.py --model mnist-unet --jobs 2 --extra-seeds 1 2 --out runs/fid
@@ -39,6 +40,10 @@ class Row:
     @property
     def slug(self) -> str:
         return re.sub(r"[^a-z0-9]+", "-", f"{self.model} {self.sampler} seed {self.seed} n {self.n}".lower())
+
+    def wanted(self, only: str, skip: str | None) -> bool:
+        label = f"{self.model} {self.sampler}, seed {self.seed}, N {self.n}"
+        return only in label and (skip is None or skip not in label)
 
     @property
     def cost(self) -> int:
@@ -75,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="samplers at a time, one thread each (default 2)")
     parser.add_argument("--extra-seeds", type=int, nargs="*", default=[], help="N = 1,000 DDIM rows again")
     parser.add_argument("--out", type=Path, default=Path("runs/fid"), help="folder for the .npz files")
+    parser.add_argument("--only", default="", help="only rows whose label contains this, e.g. DDPM")
+    parser.add_argument("--skip", default=None, help="leave out rows whose label contains this")
     parser.add_argument("--dry-run", action="store_true", help="print the sample commands only")
     args = parser.parse_args(argv)
     rows = [row for row in readme_rows(README.read_text(encoding="utf-8")) if row.model in args.model]
     reseeded = [r for r in rows if r.n == 1000 and "DDIM" in r.sampler and "clipped" not in r.sampler]
     extra = [Row(r.model, r.sampler, r.n, seed) for r in reseeded for seed in args.extra_seeds]
-    jobs = sorted(rows + extra, key=lambda r: -r.cost)
+    jobs = sorted((r for r in rows + extra if r.wanted(args.only, args.skip)), key=lambda r: -r.cost)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.dry_run:
         for row in jobs:

@@ -40,3 +40,10 @@ def test_an_unknown_sampler_is_refused_by_name(tmp_path):
 
 def test_the_dearest_rows_cost_the_most_network_evaluations():
     assert Row("mnist-unet", "DDPM-1000", 1000).cost == 20 * Row("mnist-unet", "DDIM-50, eta 1", 1000).cost
+
+
+def test_only_and_skip_choose_rows_by_label():
+    ddpm, ddim = Row("mnist-unet", "DDPM-1000", 1000), Row("mnist-latent-unet", "DDIM-50, eta 0", 10000)
+    assert ddpm.wanted("DDPM", None) and not ddim.wanted("DDPM", None)
+    assert ddim.wanted("", "DDPM") and not ddpm.wanted("", "DDPM")
+    assert ddim.wanted("latent", None) and ddim.wanted("N 10000", "seed 1") and not ddim.wanted("", "seed 0")
