@@ -6,7 +6,8 @@ commands: `python -m diffusion_lesson.sample` (one thread per job, --jobs at a t
 then `python -m diffusion_lesson.fid FILE --record MODEL`, one at a time so that no two write the manifest
 at once. --only and --skip choose rows by their label (to run the dearest on its own). --extra-seeds
 samples the unclipped N = 1,000 DDIM rows again with other seeds and scores them without recording (the
-README quotes them beside the table). Example:
+README quotes them beside the table). --class-mix also scores real digits drawn with each sample's mix of
+digits (fid --class-mix). Each fid's output is kept beside its samples, FILE.txt. Example:
 
     export DIFFUSION_LESSON_DATA=/path/to/data
     python benchmarks/record_shipped_fid.py --model mnist-unet --jobs 2 --extra-seeds 1 2 --out runs/fid
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/fid"), help="folder for the .npz files")
     parser.add_argument("--only", default="", help="only rows whose label contains this, e.g. DDPM")
     parser.add_argument("--skip", default=None, help="leave out rows whose label contains this")
+    parser.add_argument("--class-mix", action="store_true", help="also score real digits with each sample's mix")
     parser.add_argument("--dry-run", action="store_true", help="print the sample commands only")
     args = parser.parse_args(argv)
     rows = [row for row in readme_rows(README.read_text(encoding="utf-8")) if row.model in args.model]
@@ -107,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
                 continue
             record = ["--record", row.model] if row.seed == 0 else []
-            scored = run("diffusion_lesson.fid", [str(path), *record], 1)
+            mix = ["--class-mix"] if args.class_mix else []
+            scored = run("diffusion_lesson.fid", [str(path), *record, *mix], 1)
+            path.with_suffix(".txt").write_text(scored.stdout + scored.stderr)
             fid = re.search(r"^FID: ([\d.]+)$", scored.stdout, re.MULTILINE)
+            floor = re.search(r"^real training digits with the sample's mix: FID ([\d.]+)", scored.stdout, re.MULTILINE)
             if scored.returncode != 0 or fid is None:
                 print(f"FAILED to score {row}:\n{scored.stdout}{scored.stderr}", flush=True)
                 failed = True
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             results[row] = float(fid.group(1))
             elapsed = time.perf_counter() - start
             print(f"{elapsed:7.0f} s  {row.model}  {row.sampler}, seed {row.seed}, N {row.n}: "
-                  f"FID {results[row]:.2f}{' (recorded)' if record else ''}", flush=True)  # fmt: skip
+                  f"FID {results[row]:.2f}{' (recorded)' if record else ''}"
+                  f"{f'; its mix: {float(floor.group(1)):.2f}' if floor else ''}", flush=True)  # fmt: skip
     return 1 if failed else 0
 
 
