@@ -42,9 +42,9 @@ class Row:
     def slug(self) -> str:
         return re.sub(r"[^a-z0-9]+", "-", f"{self.model} {self.sampler} seed {self.seed} n {self.n}".lower())
 
-    def wanted(self, only: str, skip: str | None) -> bool:
+    def wanted(self, only: str, skip: list[str]) -> bool:
         label = f"{self.model} {self.sampler}, seed {self.seed}, N {self.n}"
-        return only in label and (skip is None or skip not in label)
+        return only in label and not any(text in label for text in skip)
 
     @property
     def cost(self) -> int:
@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-seeds", type=int, nargs="*", default=[], help="N = 1,000 DDIM rows again")
     parser.add_argument("--out", type=Path, default=Path("runs/fid"), help="folder for the .npz files")
     parser.add_argument("--only", default="", help="only rows whose label contains this, e.g. DDPM")
-    parser.add_argument("--skip", default=None, help="leave out rows whose label contains this")
+    parser.add_argument(
+        "--skip", action="append", default=[], help="leave out rows whose label contains this (repeatable)"
+    )
     parser.add_argument("--class-mix", action="store_true", help="also score real digits with each sample's mix")
     parser.add_argument("--dry-run", action="store_true", help="print the sample commands only")
     args = parser.parse_args(argv)

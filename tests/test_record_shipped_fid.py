@@ -44,6 +44,6 @@ def test_the_dearest_rows_cost_the_most_network_evaluations():
 
 def test_only_and_skip_choose_rows_by_label():
     ddpm, ddim = Row("mnist-unet", "DDPM-1000", 1000), Row("mnist-latent-unet", "DDIM-50, eta 0", 10000)
-    assert ddpm.wanted("DDPM", None) and not ddim.wanted("DDPM", None)
-    assert ddim.wanted("", "DDPM") and not ddpm.wanted("", "DDPM")
-    assert ddim.wanted("latent", None) and ddim.wanted("N 10000", "seed 1") and not ddim.wanted("", "seed 0")
+    assert ddpm.wanted("DDPM", []) and not ddim.wanted("DDPM", [])
+    assert ddim.wanted("", ["DDPM"]) and not ddpm.wanted("", ["DDPM"]) and not ddpm.wanted("", ["eta", "DDPM"])
+    assert ddim.wanted("latent", []) and ddim.wanted("N 10000", ["seed 1"]) and not ddim.wanted("", ["seed 0"])
