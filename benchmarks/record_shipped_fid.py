@@ -7,7 +7,8 @@ then `python -m diffusion_lesson.fid FILE --record MODEL`, one at a time so that
 at once. --only and --skip choose rows by their label (to run the dearest on its own). --extra-seeds
 samples the unclipped N = 1,000 DDIM rows again with other seeds and scores them without recording (the
 README quotes them beside the table). --class-mix also scores real digits drawn with each sample's mix of
-digits (fid --class-mix). Each fid's output is kept beside its samples, FILE.txt. Example:
+digits (fid --class-mix). Each sampler's output is kept beside its samples, FILE.sample.log, and each
+fid's, FILE.txt. Example:
 
     export DIFFUSION_LESSON_DATA=/path/to/data
     python benchmarks/record_shipped_fid.py --model mnist-unet --jobs 2 --extra-seeds 1 2 --out runs/fid
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-ROW = re.compile(r"^\| [^|]*\(`(mnist-[a-z-]+)`\) \| ([^|]+) \| ([\d,]+) \| [\d.]+ \| -?[\d.]+ \+- [\d.]+ \|$")
+# | model (`name`) | sampler | N | FID | KID +- standard error |: rows of real digits name no model
+ROW = re.compile(r"^\| [^|]*\(`(mnist-[a-z-]+)`\) \| ([^|]+) \| ([\d,]+) \| ([\d.]+) \| (-?[\d.]+) \+- ([\d.]+) \|$")
 SAMPLER = re.compile(r"^(?:DDPM-1000|DDIM-(\d+), eta ([\d.]+))(, x0 clipped)?$")
 MODEL_FLAG = {"mnist-unet": "pixel", "mnist-latent-unet": "latent"}
 
@@ -53,10 +55,17 @@ class Row:
         return self.n * (1000 if match.group(1) is None else int(match.group(1)))
 
 
+def fid_table(text: str) -> dict[Row, tuple[str, str, str]]:
+    """The README's table "FID of the shipped models": each row that names a shipped model, and the FID,
+    KID and KID's standard error it prints, as printed."""
+    section = text.split("## FID of the shipped models", 1)[1].split("\n## ", 1)[0]
+    matches = (ROW.match(line) for line in section.splitlines())
+    return {Row(m[1], m[2], int(m[3].replace(",", ""))): (m[4], m[5], m[6]) for m in matches if m}
+
+
 def readme_rows(text: str) -> list[Row]:
     """The rows of the README's table "FID of the shipped models" that name a shipped model."""
-    section = text.split("## FID of the shipped models", 1)[1].split("\n## ", 1)[0]
-    return [Row(m[1], m[2], int(m[3].replace(",", ""))) for line in section.splitlines() if (m := ROW.match(line))]
+    return list(fid_table(text))
 
 
 def sample_args(row: Row, out: Path) -> list[str]:
@@ -70,9 +79,14 @@ def sample_args(row: Row, out: Path) -> list[str]:
     return args + (["--clip-x0"] if clipped else [])
 
 
-def run(module: str, args: list[str], threads: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    return subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True)
+def run(module: str, args: list[str], threads: int, log: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m module args` on `threads` threads; its output captured, or written to `log` if given (a
+    file outlives this script: a sampler whose output went to a pipe dies when this script is stopped)."""
+    command, env = [sys.executable, "-m", module, *args], {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if log is None:
+        return subprocess.run(command, env=env, capture_output=True, text=True)
+    with log.open("w", encoding="utf-8") as out:
+        return subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,12 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         futures = {}
         for row in jobs:
             path = args.out / f"{row.slug}.npz"
-            futures[pool.submit(run, "diffusion_lesson.sample", sample_args(row, path), 1)] = (row, path)
+            log = path.with_suffix(".sample.log")
+            futures[pool.submit(run, "diffusion_lesson.sample", sample_args(row, path), 1, log)] = (row, path)
         for future in as_completed(futures):
             row, path = futures[future]
             done = future.result()
             if done.returncode != 0:
-                print(f"FAILED to sample {row}:\n{done.stderr}", flush=True)
+                log = path.with_suffix(".sample.log").read_text(encoding="utf-8")
+                print(f"FAILED to sample {row}:\n{log[-2000:]}", flush=True)
                 failed = True
                 continue
             record = ["--record", row.model] if row.seed == 0 else []

@@ -13,15 +13,37 @@ from diffusion_lesson.cli.sample import build_parser, describe_sampling
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from record_shipped_fid import README, Row, readme_rows, sample_args  # noqa: E402
-from test_shipped_fid import fid_table_rows  # noqa: E402
+from record_shipped_fid import README, Row, fid_table, readme_rows, run, sample_args  # noqa: E402
 
 SHIPPED_FILE = {"mnist-unet": "mnist_unet.pt", "mnist-latent-unet": "mnist_latent_unet.pt"}
 
 
-def test_every_row_of_the_readme_table_is_read():
-    rows = readme_rows(README.read_text(encoding="utf-8"))
-    assert {(r.model, f"{r.sampler}, seed 0, N {r.n}") for r in rows} == set(fid_table_rows())
+TABLE = """## FID of the shipped models
+
+| model | sampler | N | FID | KID +- standard error |
+|---|---|---|---|---|
+| real floor (training digits) | - | 10,000 | 0.11 | -0.0010 +- 0.0018 |
+| pixel U-Net (`mnist-unet`) | DDIM-50, eta 0 | 10,000 | 0.33 | 0.0046 +- 0.0016 |
+| latent diffusion (`mnist-latent-unet`) | DDIM-50, eta 0, x0 clipped | 1,000 | 0.58 | -0.0201 +- 0.0238 |
+
+| pixel U-Net (`mnist-unet`) | DDPM-1000 | 500 | 0.51 | 0.0283 +- 0.0277 |
+
+## The next section
+
+| pixel U-Net (`mnist-unet`) | DDPM-1000 | 1,000 | 9.99 | 0.0283 +- 0.0277 |
+"""
+
+
+def test_the_table_is_read_row_by_row_with_its_printed_numbers():
+    assert fid_table(TABLE) == {
+        Row("mnist-unet", "DDIM-50, eta 0", 10000): ("0.33", "0.0046", "0.0016"),
+        Row("mnist-latent-unet", "DDIM-50, eta 0, x0 clipped", 1000): ("0.58", "-0.0201", "0.0238"),
+        Row("mnist-unet", "DDPM-1000", 500): ("0.51", "0.0283", "0.0277"),
+    }
+
+
+def test_the_readme_table_has_rows_of_both_shipped_models():
+    assert {row.model for row in readme_rows(README.read_text(encoding="utf-8"))} == set(SHIPPED_FILE)
 
 
 @pytest.mark.parametrize("row", readme_rows(README.read_text(encoding="utf-8")), ids=lambda r: r.slug)
@@ -47,3 +69,11 @@ def test_only_and_skip_choose_rows_by_label():
     assert ddpm.wanted("DDPM", []) and not ddim.wanted("DDPM", [])
     assert ddim.wanted("", ["DDPM"]) and not ddpm.wanted("", ["DDPM"]) and not ddpm.wanted("", ["eta", "DDPM"])
     assert ddim.wanted("latent", []) and ddim.wanted("N 10000", ["seed 1"]) and not ddim.wanted("", ["seed 0"])
+
+
+def test_a_jobs_output_goes_to_its_log_file_when_given_one(tmp_path):
+    log = tmp_path / "x.sample.log"
+    done = run("diffusion_lesson.no_such_module", [], 1, log)
+    assert done.returncode != 0 and done.stdout is None
+    assert "No module named diffusion_lesson.no_such_module" in log.read_text(encoding="utf-8")
+    assert "No module named" in run("diffusion_lesson.no_such_module", [], 1).stderr

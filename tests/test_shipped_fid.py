@@ -8,6 +8,7 @@ recorded FID at N = 500 again (DDIM-50, eta 0, seed 0).
 """
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,21 +16,17 @@ import pytest
 from diffusion_lesson import models
 from diffusion_lesson.cli import fid, sample
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from record_shipped_fid import README, fid_table  # noqa: E402
+
 SCORED = ("mnist-unet", "mnist-latent-unet")
-ROW = re.compile(r"^\| [^|]*\(`(mnist-[a-z-]+)`\) \| ([^|]+) \| ([\d,]+) \| ([\d.]+) \| (-?[\d.]+) \+- ([\d.]+) \|$")
 
 
 def fid_table_rows() -> dict[tuple[str, str], tuple[str, str, str]]:
     """(model, manifest label) -> (FID, KID, KID's standard error) as printed in the README's table."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## FID of the shipped models", 1)[1].split("\n## ", 1)[0]
-    rows = {}
-    for line in section.splitlines():
-        if match := ROW.match(line):
-            name, sampler, n, *numbers = match.groups()
-            rows[(name, f"{sampler}, seed 0, N {n.replace(',', '')}")] = tuple(numbers)
-    return rows
+    table = fid_table(README.read_text(encoding="utf-8"))
+    return {(row.model, f"{row.sampler}, seed 0, N {row.n}"): numbers for row, numbers in table.items()}
 
 
 def test_the_readme_fid_table_shows_what_the_manifest_recorded():
