@@ -41,11 +41,16 @@ class Row:
     seed: int = 0
 
     @property
+    def label(self) -> str:
+        """The manifest's name for this measurement, as `fid --record` stores it: "DDPM-1000, seed 0, N 1000"."""
+        return f"{self.sampler}, seed {self.seed}, N {self.n}"
+
+    @property
     def slug(self) -> str:
         return re.sub(r"[^a-z0-9]+", "-", f"{self.model} {self.sampler} seed {self.seed} n {self.n}".lower())
 
     def wanted(self, only: str, skip: list[str]) -> bool:
-        label = f"{self.model} {self.sampler}, seed {self.seed}, N {self.n}"
+        label = f"{self.model} {self.label}"
         return only in label and not any(text in label for text in skip)
 
     @property
@@ -61,11 +66,6 @@ def fid_table(text: str) -> dict[Row, tuple[str, str, str]]:
     section = text.split("## FID of the shipped models", 1)[1].split("\n## ", 1)[0]
     matches = (ROW.match(line) for line in section.splitlines())
     return {Row(m[1], m[2], int(m[3].replace(",", ""))): (m[4], m[5], m[6]) for m in matches if m}
-
-
-def readme_rows(text: str) -> list[Row]:
-    """The rows of the README's table "FID of the shipped models" that name a shipped model."""
-    return list(fid_table(text))
 
 
 def sample_args(row: Row, out: Path) -> list[str]:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--class-mix", action="store_true", help="also score real digits with each sample's mix")
     parser.add_argument("--dry-run", action="store_true", help="print the sample commands only")
     args = parser.parse_args(argv)
-    rows = [row for row in readme_rows(README.read_text(encoding="utf-8")) if row.model in args.model]
+    rows = [row for row in fid_table(README.read_text(encoding="utf-8")) if row.model in args.model]
     reseeded = [r for r in rows if r.n == 1000 and "DDIM" in r.sampler and "clipped" not in r.sampler]
     extra = [Row(r.model, r.sampler, r.n, seed) for r in reseeded for seed in args.extra_seeds]
     jobs = sorted((r for r in rows + extra if r.wanted(args.only, args.skip)), key=lambda r: -r.cost)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             results[row] = float(fid.group(1))
             elapsed = time.perf_counter() - start
-            print(f"{elapsed:7.0f} s  {row.model}  {row.sampler}, seed {row.seed}, N {row.n}: "
+            print(f"{elapsed:7.0f} s  {row.model}  {row.label}: "
                   f"FID {results[row]:.2f}{' (recorded)' if record else ''}"
                   f"{f'; its mix: {float(floor.group(1)):.2f}' if floor else ''}", flush=True)  # fmt: skip
     return 1 if failed else 0

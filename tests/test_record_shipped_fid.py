@@ -13,7 +13,7 @@ from diffusion_lesson.cli.sample import build_parser, describe_sampling
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from record_shipped_fid import README, Row, fid_table, readme_rows, run, sample_args  # noqa: E402
+from record_shipped_fid import README, Row, fid_table, run, sample_args  # noqa: E402
 
 SHIPPED_FILE = {"mnist-unet": "mnist_unet.pt", "mnist-latent-unet": "mnist_latent_unet.pt"}
 
@@ -40,19 +40,20 @@ def test_the_table_is_read_row_by_row_with_its_printed_numbers():
         Row("mnist-latent-unet", "DDIM-50, eta 0, x0 clipped", 1000): ("0.58", "-0.0201", "0.0238"),
         Row("mnist-unet", "DDPM-1000", 500): ("0.51", "0.0283", "0.0277"),
     }
+    assert Row("mnist-unet", "DDPM-1000", 1000, seed=2).label == "DDPM-1000, seed 2, N 1000"
 
 
 def test_the_readme_table_has_rows_of_both_shipped_models():
-    assert {row.model for row in readme_rows(README.read_text(encoding="utf-8"))} == set(SHIPPED_FILE)
+    assert {row.model for row in fid_table(README.read_text(encoding="utf-8"))} == set(SHIPPED_FILE)
 
 
-@pytest.mark.parametrize("row", readme_rows(README.read_text(encoding="utf-8")), ids=lambda r: r.slug)
+@pytest.mark.parametrize("row", list(fid_table(README.read_text(encoding="utf-8"))), ids=lambda r: r.slug)
 def test_each_rows_sample_command_makes_digits_labelled_as_the_row(row, tmp_path):
     args = build_parser().parse_args(sample_args(row, tmp_path / "x.npz"))
     loaded = SimpleNamespace(path=models.PRETRAINED_DIR / SHIPPED_FILE[row.model], autoencoder_path=None,
                              schedule=SimpleNamespace(T=1000))  # fmt: skip
     made_by = describe_sampling(args, loaded, torch.device("cpu"))
-    assert sampling_label(made_by) == f"{row.sampler}, seed 0, N {row.n}"
+    assert sampling_label(made_by) == row.label
 
 
 def test_an_unknown_sampler_is_refused_by_name(tmp_path):
